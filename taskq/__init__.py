@@ -1,0 +1,10 @@
+"""taskq: a durable task queue with a REST API, built as an actor system on Trio.
+
+Register handlers with ``@task("name")``; run the system with ``python -m taskq``
+or, inside your own Trio program, ``await nursery.start(taskq.system.run, ...)``.
+"""
+
+from taskq.queue import Queue
+from taskq.registry import TaskContext, task
+
+__all__ = ["Queue", "TaskContext", "task"]

@@ -1,0 +1,1 @@
+"""One module per actor; each has one entry point, ``run``, reading one inbox."""

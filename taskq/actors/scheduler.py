@@ -1,0 +1,54 @@
+"""The Scheduler: turns scheduled tasks into pending ones at their time, not at a poll.
+
+Its whole state is the earliest due time it knows of. It sleeps until then,
+asks the writer to promote what is due (the writer answers with the next due
+time, read in the same transaction), and is woken early by ``TaskScheduled``
+when a nearer time arrives. The wall clock decides what is due, so a task is
+never started before its ``scheduled_at``; the Trio clock only times the sleep,
+which lets tests drive it with ``autojump_clock``.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from datetime import datetime
+
+import trio
+
+from taskq.messages import PromoteDueTasks, SchedulerMessage, TaskScheduled, WriterCommand, request
+from taskq.models import utcnow
+
+
+async def run(
+    inbox: trio.MemoryReceiveChannel[SchedulerMessage],
+    writer: trio.MemorySendChannel[WriterCommand],
+    *,
+    clock: Callable[[], datetime] = utcnow,
+) -> None:
+    next_due = await _promote(writer, clock)
+    while True:
+        with trio.move_on_at(_wake_time(next_due, clock)) as sleep:
+            try:
+                message = await inbox.receive()
+            except trio.EndOfChannel:
+                return
+        if sleep.cancelled_caught:
+            next_due = await _promote(writer, clock)
+            continue
+        match message:
+            case TaskScheduled(at=at):
+                next_due = at if next_due is None else min(next_due, at)
+
+
+async def _promote(
+    writer: trio.MemorySendChannel[WriterCommand], clock: Callable[[], datetime]
+) -> datetime | None:
+    next_due: datetime | None = await request(writer, lambda reply: PromoteDueTasks(clock(), reply))
+    return next_due
+
+
+def _wake_time(next_due: datetime | None, clock: Callable[[], datetime]) -> float:
+    if next_due is None:
+        return math.inf
+    return trio.current_time() + max(0.0, (next_due - clock()).total_seconds())

@@ -1,0 +1,190 @@
+"""A Worker: runs the tasks the dispatcher hands it, one at a time.
+
+Each execution runs in a child task inside its own cancel scope, so a pause,
+a delete or the end of a shutdown's grace period stops the handler at its next
+checkpoint. The outcome goes to the writer fenced by the task's attempt: an
+execution that was taken away never overwrites what happened since.
+
+A worker may be handed a task while busy (after a dispatcher restart it can be
+announced idle twice); such tasks wait in ``backlog`` and run next.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections import deque
+from dataclasses import dataclass, field
+from typing import Any
+
+import outcome
+import trio
+
+from taskq.errors import NotFound, TaskqError
+from taskq.messages import (
+    AnnounceIdle,
+    DispatcherMessage,
+    Drain,
+    FinishTask,
+    GetWorker,
+    Heartbeat,
+    Reply,
+    RequeueRunning,
+    RunTask,
+    SetActive,
+    StopTask,
+    TaskDone,
+    WorkerIdle,
+    WorkerMessage,
+    WriterCommand,
+    answer,
+    request,
+)
+from taskq.models import Task, WorkerStatus
+from taskq.registry import Registry, TaskContext
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class _Execution:
+    task: Task
+    scope: trio.CancelScope = field(default_factory=trio.CancelScope)
+
+
+@dataclass
+class _State:
+    active: bool
+    current: _Execution | None = None
+    backlog: deque[Task] = field(default_factory=deque)
+    drain: Reply | None = None
+
+    @property
+    def idle(self) -> bool:
+        return self.current is None and not self.backlog
+
+
+@dataclass(frozen=True, slots=True)
+class Links:
+    """The channels a worker talks over; ``inbox_send`` is its own inbox's sender."""
+
+    inbox: trio.MemoryReceiveChannel[WorkerMessage]
+    inbox_send: trio.MemorySendChannel[WorkerMessage]
+    dispatcher: trio.MemorySendChannel[DispatcherMessage]
+    writer: trio.MemorySendChannel[WriterCommand]
+
+
+async def run(
+    worker_id: int, links: Links, registry: Registry, *, heartbeat_interval: float
+) -> None:
+    # A previous incarnation of this worker may have died mid-task.
+    await request(links.writer, lambda reply: RequeueRunning(worker_id, reply))
+    me = await request(links.writer, lambda reply: GetWorker(worker_id, reply))
+    state = _State(active=me.status == WorkerStatus.ACTIVE)
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(_heartbeat, worker_id, links.writer, heartbeat_interval)
+        _announce_if_idle(worker_id, state, links)
+        async for message in links.inbox:
+            _handle(worker_id, state, message, links, registry, nursery)
+        nursery.cancel_scope.cancel()
+
+
+def _handle(
+    worker_id: int,
+    state: _State,
+    message: WorkerMessage,
+    links: Links,
+    registry: Registry,
+    nursery: trio.Nursery,
+) -> None:
+    match message:
+        case RunTask(task=task):
+            state.backlog.append(task)
+            _start_next(worker_id, state, links, registry, nursery)
+        case StopTask(task_id=task_id):
+            _stop(state, task_id)
+        case SetActive(active=active):
+            state.active = active and state.drain is None
+            _announce_if_idle(worker_id, state, links)
+        case AnnounceIdle():
+            _announce_if_idle(worker_id, state, links)
+        case TaskDone():
+            state.current = None
+            _start_next(worker_id, state, links, registry, nursery)
+            _announce_if_idle(worker_id, state, links)
+        case Drain(reply=reply):
+            state.drain = reply
+            state.active = False
+            state.backlog.clear()
+    if state.drain is not None and state.current is None:
+        answer(state.drain, outcome.Value(None))
+        state.drain = None
+
+
+def _stop(state: _State, task_id: int) -> None:
+    if state.current is not None and state.current.task.id == task_id:
+        state.current.scope.cancel()
+    state.backlog = deque(task for task in state.backlog if task.id != task_id)
+
+
+def _start_next(
+    worker_id: int, state: _State, links: Links, registry: Registry, nursery: trio.Nursery
+) -> None:
+    if state.current is not None or not state.backlog or state.drain is not None:
+        return
+    execution = _Execution(state.backlog.popleft())
+    state.current = execution
+    nursery.start_soon(_execute, worker_id, execution, links, registry)
+
+
+def _announce_if_idle(worker_id: int, state: _State, links: Links) -> None:
+    if state.active and state.idle:
+        links.dispatcher.send_nowait(WorkerIdle(worker_id))
+
+
+async def _execute(worker_id: int, execution: _Execution, links: Links, registry: Registry) -> None:
+    task = execution.task
+    with execution.scope:
+        succeeded, result, error = await _run_handler(worker_id, task, registry)
+    if not execution.scope.cancelled_caught:
+        try:
+            await request(
+                links.writer,
+                lambda reply: FinishTask(task.id, task.attempt, succeeded, result, error, reply),
+            )
+        except TaskqError as exc:
+            log.error("task %d: outcome not recorded (%s); it will run again", task.id, exc)
+    links.inbox_send.send_nowait(TaskDone(task.id))
+
+
+async def _run_handler(
+    worker_id: int, task: Task, registry: Registry
+) -> tuple[bool, Any, str | None]:
+    """Run the task's handler; every way it can go wrong becomes a failure text."""
+    registration = registry.get(task.name)
+    if registration is None:
+        return False, None, f"no handler is registered for task name {task.name!r}"
+    context = TaskContext(task.id, task.name, task.attempt, worker_id)
+    try:
+        result = await registration.invoke(task.payload, context)
+    except Exception as exc:
+        log.info("task %d (%s) failed: %r", task.id, task.name, exc)
+        return False, None, f"{type(exc).__name__}: {exc}"
+    try:
+        json.dumps(result, allow_nan=False)
+    except (TypeError, ValueError) as exc:
+        return False, None, f"the handler's result is not JSON-serialisable: {exc}"
+    return True, result, None
+
+
+async def _heartbeat(
+    worker_id: int, writer: trio.MemorySendChannel[WriterCommand], interval: float
+) -> None:
+    while True:
+        await trio.sleep(interval)
+        try:
+            await request(writer, lambda reply: Heartbeat(worker_id, reply))
+        except NotFound:
+            return
+        except TaskqError as exc:
+            log.warning("worker %d: heartbeat not recorded (%s)", worker_id, exc)

@@ -1,0 +1,1 @@
+"""The HTTP layer (Quart-Trio): routes, request/response schemas, error mapping."""

@@ -1,0 +1,109 @@
+"""Request models (validated by pydantic through quart-schema) and response shapes.
+
+Times: a naive datetime in a request is UTC, an aware one is converted to UTC;
+responses carry naive UTC in ISO 8601 as the API document shows, with
+microseconds where the time has them.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Annotated, Any, Literal, Self
+
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, StrictStr, model_validator
+
+from taskq.config import (
+    LIST_LIMIT_DEFAULT,
+    LIST_LIMIT_MAX,
+    TASK_NAME_MAX_LENGTH,
+    WORKER_NAME_MAX_LENGTH,
+)
+from taskq.models import Priority, Task, TaskStatus, Worker
+
+
+def _as_naive_utc(value: datetime) -> datetime:
+    if value.tzinfo is None:
+        return value
+    return value.astimezone(UTC).replace(tzinfo=None)
+
+
+UtcDatetime = Annotated[datetime, AfterValidator(_as_naive_utc)]
+TaskName = Annotated[StrictStr, Field(min_length=1, max_length=TASK_NAME_MAX_LENGTH)]
+WorkerName = Annotated[StrictStr, Field(min_length=1, max_length=WORKER_NAME_MAX_LENGTH)]
+# Strict: "3" or 3.0 or true are not priorities.
+PriorityValue = Annotated[int, Field(strict=True, ge=Priority.LOW, le=Priority.CRITICAL)]
+
+
+class _Body(BaseModel):
+    # A misspelt field is an error, not something silently ignored.
+    model_config = ConfigDict(extra="forbid")
+
+
+class TaskCreate(_Body):
+    name: TaskName
+    payload: dict[str, Any]
+    priority: PriorityValue = Priority.MEDIUM
+    scheduled_at: UtcDatetime | None = None
+
+
+class TaskUpdate(_Body):
+    """Every field optional; only those present are changed (null only for scheduled_at)."""
+
+    name: TaskName | None = None
+    payload: dict[str, Any] | None = None
+    priority: PriorityValue | None = None
+    scheduled_at: UtcDatetime | None = None
+
+    @model_validator(mode="after")
+    def _no_null_where_a_value_is_needed(self) -> Self:
+        for field in ("name", "payload", "priority"):
+            if field in self.model_fields_set and getattr(self, field) is None:
+                raise ValueError(f"{field} may not be null")
+        return self
+
+
+class TaskListQuery(BaseModel):
+    skip: int = Field(0, ge=0)
+    limit: int = Field(LIST_LIMIT_DEFAULT, ge=0, le=LIST_LIMIT_MAX)
+    status: TaskStatus | None = None
+
+
+class WorkerCreate(_Body):
+    name: WorkerName
+
+
+class WorkerStatusUpdate(_Body):
+    status: Literal["active", "inactive"]
+
+
+def _time(value: datetime | None) -> str | None:
+    return None if value is None else value.isoformat()
+
+
+def task_json(task: Task) -> dict[str, Any]:
+    return {
+        "id": task.id,
+        "name": task.name,
+        "payload": task.payload,
+        "priority": int(task.priority),
+        "scheduled_at": _time(task.scheduled_at),
+        "status": str(task.status),
+        "created_at": _time(task.created_at),
+        "updated_at": _time(task.updated_at),
+        "started_at": _time(task.started_at),
+        "completed_at": _time(task.completed_at),
+        "worker_id": task.worker_id,
+        "result": task.result,
+        "error": task.error,
+    }
+
+
+def worker_json(worker: Worker) -> dict[str, Any]:
+    return {
+        "id": worker.id,
+        "name": worker.name,
+        "status": str(worker.status),
+        "last_heartbeat": _time(worker.last_heartbeat),
+        "created_at": _time(worker.created_at),
+        "updated_at": _time(worker.updated_at),
+    }

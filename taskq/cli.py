@@ -1,0 +1,138 @@
+"""``taskq`` / ``python -m taskq``: run the whole system in this process.
+
+Every option also reads an environment variable (``TASKQ_PORT`` for ``--port``
+and so on); the command line wins over the environment.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import logging
+import os
+import signal
+import sys
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import trio
+
+from taskq import config, system
+from taskq.config import Settings
+from taskq.registry import registry
+
+log = logging.getLogger("taskq")
+
+
+def _count(text: str) -> int:
+    value = int(text)
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must be 0 or more, got {value}")
+    return value
+
+
+def _port(text: str) -> int:
+    value = int(text)
+    if not 0 <= value <= 65535:
+        raise argparse.ArgumentTypeError(f"must be a port number (0-65535), got {value}")
+    return value
+
+
+def _seconds(text: str) -> float:
+    value = float(text)
+    if not value >= 0:
+        raise argparse.ArgumentTypeError(f"must be 0 or more seconds, got {text}")
+    return value
+
+
+def build_parser(environ: Mapping[str, str]) -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="taskq", description="Run taskq: the REST API, the scheduler and the workers."
+    )
+
+    def option(flag: str, env: str, default: object, help: str, **kwargs: Any) -> None:
+        parser.add_argument(
+            flag, default=environ.get(env, default), help=f"{help} (env {env})", **kwargs
+        )
+
+    option("--host", "TASKQ_HOST", config.DEFAULT_HOST, "address to listen on")
+    option(
+        "--port", "TASKQ_PORT", config.DEFAULT_PORT, "port to listen on; 0 picks one", type=_port
+    )
+    option("--db", "TASKQ_DB", config.DEFAULT_DB_URL, "SQLAlchemy database URL")
+    option(
+        "--workers", "TASKQ_WORKERS", config.DEFAULT_WORKERS, "workers started at boot", type=_count
+    )
+    option(
+        "--grace",
+        "TASKQ_GRACE",
+        config.DEFAULT_GRACE_SECONDS,
+        "seconds running tasks get to finish at shutdown",
+        type=_seconds,
+    )
+    option(
+        "--log-level",
+        "TASKQ_LOG_LEVEL",
+        config.DEFAULT_LOG_LEVEL,
+        "logging level",
+        type=str.upper,
+        choices=["DEBUG", "INFO", "WARNING", "ERROR"],
+    )
+    parser.add_argument(
+        "--tasks",
+        action="append",
+        default=None,
+        metavar="MODULE",
+        help="import MODULE to register its handlers; repeatable "
+        "(env TASKQ_TASKS, comma-separated)",
+    )
+    parser.set_defaults(env_tasks=environ.get("TASKQ_TASKS", ""))
+    return parser
+
+
+def parse_settings(argv: Sequence[str], environ: Mapping[str, str]) -> Settings:
+    args = build_parser(environ).parse_args(argv)
+    modules = args.tasks if args.tasks is not None else args.env_tasks.split(",")
+    return Settings(
+        host=args.host,
+        port=args.port,
+        db_url=args.db,
+        workers=args.workers,
+        task_modules=tuple(name.strip() for name in modules if name.strip()),
+        grace_seconds=args.grace,
+        log_level=args.log_level,
+    )
+
+
+def import_task_modules(names: Sequence[str]) -> None:
+    """Import the user's handler modules, from the current folder as ``python -m`` would."""
+    if os.getcwd() not in sys.path:
+        sys.path.insert(0, os.getcwd())
+    for name in names:
+        importlib.import_module(name)
+
+
+async def serve(settings: Settings) -> None:
+    with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
+        async with trio.open_nursery() as nursery:
+            running: system.Running = await nursery.start(system.run, settings, registry)
+            print(f"taskq listening on {running.url} (database {settings.db_url})", flush=True)
+            print(f"handlers: {', '.join(registry.names())}", flush=True)
+            async for signum in signals:
+                log.info("received %s; shutting down", signal.Signals(signum).name)
+                running.stop()
+                break
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    settings = parse_settings(sys.argv[1:] if argv is None else argv, os.environ)
+    logging.basicConfig(
+        level=settings.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
+    try:
+        import_task_modules(settings.task_modules)
+    except ImportError as exc:
+        print(f"taskq: cannot import task module: {exc}", file=sys.stderr)
+        return 2
+    trio.run(serve, settings)
+    return 0

@@ -1,0 +1,132 @@
+"""The vocabulary shared by the database, the API and the messages.
+
+Statuses, priorities and the records the store hands out live here so that no
+layer invents its own spelling of them. ``SOURCES`` is the single table of
+which statuses each action may start from; the store turns it into ``WHERE
+status IN (...)`` conditions, so the rule and the SQL cannot drift apart.
+"""
+
+from __future__ import annotations
+
+import enum
+from collections.abc import Mapping
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+
+class TaskStatus(enum.StrEnum):
+    PENDING = "pending"
+    SCHEDULED = "scheduled"
+    RUNNING = "running"
+    PAUSED = "paused"
+    COMPLETED = "completed"
+    FAILED = "failed"
+
+
+class Priority(enum.IntEnum):
+    LOW = 1
+    MEDIUM = 2
+    HIGH = 3
+    CRITICAL = 4
+
+
+class WorkerStatus(enum.StrEnum):
+    ACTIVE = "active"
+    INACTIVE = "inactive"
+    # Set by taskq itself (a boot worker no longer wanted); not settable over the API.
+    OFFLINE = "offline"
+
+
+SETTABLE_WORKER_STATUSES = (WorkerStatus.ACTIVE, WorkerStatus.INACTIVE)
+
+
+class Action(enum.StrEnum):
+    """Everything that changes a task's status."""
+
+    PROMOTE = "promote"  # its scheduled time has come
+    CLAIM = "claim"  # a worker takes it
+    FINISH = "finish"  # its handler returned or raised
+    REQUEUE = "requeue"  # its execution was lost (crash, shutdown)
+    PAUSE = "pause"
+    RESUME = "resume"
+    UPDATE = "update"
+    DELETE = "delete"
+
+
+_ANY = frozenset(TaskStatus)
+
+SOURCES: Mapping[Action, frozenset[TaskStatus]] = {
+    Action.PROMOTE: frozenset({TaskStatus.SCHEDULED}),
+    Action.CLAIM: frozenset({TaskStatus.PENDING}),
+    Action.FINISH: frozenset({TaskStatus.RUNNING}),
+    Action.REQUEUE: frozenset({TaskStatus.RUNNING}),
+    Action.PAUSE: frozenset({TaskStatus.PENDING, TaskStatus.SCHEDULED, TaskStatus.RUNNING}),
+    Action.RESUME: frozenset({TaskStatus.PAUSED}),
+    Action.UPDATE: _ANY - {TaskStatus.RUNNING},
+    Action.DELETE: _ANY,
+}
+
+
+def allowed(action: Action, status: TaskStatus) -> bool:
+    return status in SOURCES[action]
+
+
+def utcnow() -> datetime:
+    """Naive UTC, the one form every timestamp takes inside taskq."""
+    return datetime.now(UTC).replace(tzinfo=None)
+
+
+def waiting_status(scheduled_at: datetime | None, now: datetime) -> TaskStatus:
+    """The status of a task that may run: scheduled while its time is ahead."""
+    if scheduled_at is not None and scheduled_at > now:
+        return TaskStatus.SCHEDULED
+    return TaskStatus.PENDING
+
+
+@dataclass(frozen=True, slots=True)
+class NewTask:
+    name: str
+    payload: Mapping[str, Any]
+    priority: Priority = Priority.MEDIUM
+    scheduled_at: datetime | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class TaskChanges:
+    """A partial update: only the fields named in ``fields`` are applied."""
+
+    fields: frozenset[str]
+    name: str | None = None
+    payload: Mapping[str, Any] | None = None
+    priority: Priority | None = None
+    scheduled_at: datetime | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Task:
+    id: int
+    name: str
+    payload: Mapping[str, Any]
+    priority: Priority
+    scheduled_at: datetime | None
+    status: TaskStatus
+    created_at: datetime
+    updated_at: datetime
+    started_at: datetime | None
+    completed_at: datetime | None
+    worker_id: int | None
+    result: Any
+    error: str | None
+    # The fencing token: bumped by every claim, checked by every result.
+    attempt: int
+
+
+@dataclass(frozen=True, slots=True)
+class Worker:
+    id: int
+    name: str
+    status: WorkerStatus
+    last_heartbeat: datetime | None
+    created_at: datetime
+    updated_at: datetime

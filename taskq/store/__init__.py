@@ -1,0 +1,5 @@
+"""The database behind one seam: ``Store`` opens it, ``Tx`` reads and writes it."""
+
+from taskq.store.store import Revoked, Store, Tx
+
+__all__ = ["Revoked", "Store", "Tx"]

@@ -1,0 +1,79 @@
+"""The tables, declared once for SQLite and PostgreSQL.
+
+The partial index ``ix_tasks_ready`` is in claim order (priority high to low,
+then id): a claim reads its first rows and stops, however many tasks wait.
+``ix_tasks_due`` does the same for the scheduler's "what is due now" query.
+"""
+
+from __future__ import annotations
+
+from sqlalchemy import (
+    JSON,
+    BigInteger,
+    Column,
+    DateTime,
+    Index,
+    Integer,
+    MetaData,
+    SmallInteger,
+    String,
+    Table,
+    Text,
+    text,
+)
+
+metadata = MetaData()
+
+# SQLite only aliases the rowid (and so autoincrements) for a plain INTEGER key.
+_id_type = BigInteger().with_variant(Integer(), "sqlite")
+
+tasks = Table(
+    "tasks",
+    metadata,
+    Column("id", _id_type, primary_key=True, autoincrement=True),
+    Column("name", String(255), nullable=False),
+    Column("payload", JSON(none_as_null=True), nullable=False),
+    Column("priority", SmallInteger, nullable=False),
+    Column("scheduled_at", DateTime, nullable=True),
+    Column("status", String(16), nullable=False),
+    Column("created_at", DateTime, nullable=False),
+    Column("updated_at", DateTime, nullable=False),
+    Column("started_at", DateTime, nullable=True),
+    Column("completed_at", DateTime, nullable=True),
+    Column("worker_id", _id_type, nullable=True),
+    Column("result", JSON(none_as_null=True), nullable=True),
+    Column("error", Text, nullable=True),
+    Column("attempt", Integer, nullable=False, server_default=text("0")),
+    # Never reuse the id of a deleted task: a client holding it must get 404.
+    sqlite_autoincrement=True,
+)
+
+Index(
+    "ix_tasks_ready",
+    tasks.c.priority.desc(),
+    tasks.c.id,
+    sqlite_where=tasks.c.status == "pending",
+    postgresql_where=tasks.c.status == "pending",
+)
+Index(
+    "ix_tasks_due",
+    tasks.c.scheduled_at,
+    sqlite_where=tasks.c.status == "scheduled",
+    postgresql_where=tasks.c.status == "scheduled",
+)
+Index("ix_tasks_status_id", tasks.c.status, tasks.c.id)
+Index("ix_tasks_worker_running", tasks.c.worker_id, tasks.c.status)
+
+workers = Table(
+    "workers",
+    metadata,
+    Column("id", _id_type, primary_key=True, autoincrement=True),
+    Column("name", String(255), nullable=False),
+    Column("status", String(16), nullable=False),
+    Column("last_heartbeat", DateTime, nullable=True),
+    Column("created_at", DateTime, nullable=False),
+    Column("updated_at", DateTime, nullable=False),
+    # The --workers slot (1..N) of a worker started at boot; NULL for API-created ones.
+    Column("boot_slot", Integer, nullable=True, unique=True),
+    sqlite_autoincrement=True,
+)

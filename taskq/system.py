@@ -1,0 +1,223 @@
+"""The supervisor: starts every actor in one nursery and stops them in order.
+
+Start-up: open the database, start the writer, put back in the queue the tasks
+a killed process left ``running`` (they run again: at-least-once), restore the
+worker rows of earlier runs, then start the scheduler, the dispatcher, one
+actor per worker and the HTTP server.
+
+Shutdown (``Running.stop``, called by the CLI on SIGINT/SIGTERM): stop taking
+HTTP requests, stop handing out tasks, let running tasks finish within the
+grace period, cancel the rest, put them back in the queue, flush the writer.
+"""
+
+from __future__ import annotations
+
+import functools
+import logging
+import math
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import outcome
+import trio
+from hypercorn.config import Config
+from hypercorn.trio import serve
+
+from taskq.actors import dispatcher, scheduler, worker, writer
+from taskq.api.app import create_app
+from taskq.config import WRITER_INBOX_SIZE, Settings
+from taskq.messages import (
+    DispatcherMessage,
+    Drain,
+    RequeueRunning,
+    RestoreWorkers,
+    SchedulerMessage,
+    SpawnWorker,
+    StopDispatching,
+    SupervisorMessage,
+    WorkerJoined,
+    WorkerMessage,
+    WriterCommand,
+    answer,
+    request,
+)
+from taskq.models import Worker
+from taskq.queue import Queue
+from taskq.registry import Registry
+from taskq.store import Store
+from taskq.supervision import RestartPolicy, supervise
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True, slots=True)
+class Running:
+    """What a started system hands its starter."""
+
+    queue: Queue
+    stop: Callable[[], None]
+    # Where HTTP is served ("http://host:port"), or None when it is not.
+    url: str | None
+
+
+class _Channels:
+    def __init__(self) -> None:
+        self.writer, self.writer_inbox = trio.open_memory_channel[WriterCommand](WRITER_INBOX_SIZE)
+        # Actor-to-actor inboxes are unbounded: the actors form cycles
+        # (dispatcher <-> workers), and a bounded cycle can deadlock.
+        self.dispatcher, self.dispatcher_inbox = trio.open_memory_channel[DispatcherMessage](
+            math.inf
+        )
+        self.scheduler, self.scheduler_inbox = trio.open_memory_channel[SchedulerMessage](math.inf)
+        self.supervisor, self.supervisor_inbox = trio.open_memory_channel[SupervisorMessage](
+            math.inf
+        )
+
+
+async def run(
+    settings: Settings,
+    registry: Registry,
+    *,
+    serve_http: bool = True,
+    policy: RestartPolicy | None = None,
+    task_status: trio.TaskStatus[Running] = trio.TASK_STATUS_IGNORED,
+) -> None:
+    """Run the whole system until ``Running.stop`` is called; then shut down in order."""
+    policy = policy or RestartPolicy()
+    store = await trio.to_thread.run_sync(Store.open, settings.db_url)
+    channels = _Channels()
+    workers: dict[int, trio.MemorySendChannel[WorkerMessage]] = {}
+    stopping = trio.Event()
+    try:
+        async with trio.open_nursery() as core:
+            core.start_soon(
+                supervise,
+                "writer",
+                functools.partial(
+                    writer.run,
+                    channels.writer_inbox,
+                    store,
+                    channels.dispatcher,
+                    channels.scheduler,
+                ),
+                policy,
+            )
+            restored = await _recover(channels.writer, settings.workers)
+            async with trio.open_nursery() as actors:
+                _start_actors(actors, channels, policy, workers)
+                for each in restored:
+                    _spawn_worker(actors, each.id, channels, registry, settings, policy, workers)
+                actors.start_soon(
+                    _serve_spawn_requests, actors, channels, registry, settings, policy, workers
+                )
+                queue = Queue(channels.writer, channels.supervisor)
+                url = await _start_http(actors, queue, settings, stopping) if serve_http else None
+                task_status.started(Running(queue, stopping.set, url))
+                await stopping.wait()
+                await _drain(channels, workers, settings.grace_seconds)
+                actors.cancel_scope.cancel()
+            await request(channels.writer, lambda reply: RequeueRunning(None, reply))
+            await channels.writer.aclose()
+    finally:
+        store.close()
+
+
+async def _recover(writer_inbox: trio.MemorySendChannel[WriterCommand], boot: int) -> list[Worker]:
+    await request(writer_inbox, lambda reply: RequeueRunning(None, reply))
+    restored: list[Worker] = await request(writer_inbox, lambda reply: RestoreWorkers(boot, reply))
+    return restored
+
+
+def _start_actors(
+    actors: trio.Nursery,
+    channels: _Channels,
+    policy: RestartPolicy,
+    workers: dict[int, trio.MemorySendChannel[WorkerMessage]],
+) -> None:
+    def rejoin_workers() -> None:
+        for worker_id, inbox in workers.items():
+            channels.dispatcher.send_nowait(WorkerJoined(worker_id, inbox))
+
+    actors.start_soon(
+        functools.partial(
+            supervise,
+            "dispatcher",
+            functools.partial(dispatcher.run, channels.dispatcher_inbox, channels.writer),
+            policy,
+            before_restart=rejoin_workers,
+        )
+    )
+    actors.start_soon(
+        supervise,
+        "scheduler",
+        functools.partial(scheduler.run, channels.scheduler_inbox, channels.writer),
+        policy,
+    )
+
+
+def _spawn_worker(
+    actors: trio.Nursery,
+    worker_id: int,
+    channels: _Channels,
+    registry: Registry,
+    settings: Settings,
+    policy: RestartPolicy,
+    workers: dict[int, trio.MemorySendChannel[WorkerMessage]],
+) -> None:
+    inbox_send, inbox = trio.open_memory_channel[WorkerMessage](math.inf)
+    links = worker.Links(inbox, inbox_send, channels.dispatcher, channels.writer)
+    actor = functools.partial(
+        worker.run,
+        worker_id,
+        links,
+        registry,
+        heartbeat_interval=settings.heartbeat_interval_seconds,
+    )
+    actors.start_soon(supervise, f"worker-{worker_id}", actor, policy)
+    workers[worker_id] = inbox_send
+    channels.dispatcher.send_nowait(WorkerJoined(worker_id, inbox_send))
+
+
+async def _serve_spawn_requests(
+    actors: trio.Nursery,
+    channels: _Channels,
+    registry: Registry,
+    settings: Settings,
+    policy: RestartPolicy,
+    workers: dict[int, trio.MemorySendChannel[WorkerMessage]],
+) -> None:
+    async for message in channels.supervisor_inbox:
+        match message:
+            case SpawnWorker(worker_id=worker_id, reply=reply):
+                _spawn_worker(actors, worker_id, channels, registry, settings, policy, workers)
+                answer(reply, outcome.Value(None))
+
+
+async def _start_http(
+    actors: trio.Nursery, queue: Queue, settings: Settings, stopping: trio.Event
+) -> str:
+    config = Config()
+    config.bind = [f"{settings.host}:{settings.port}"]
+    config.accesslog = None
+    config.loglevel = "WARNING"
+    config.graceful_timeout = 1.0
+    app = create_app(queue)
+    bound: list[str] = await actors.start(
+        functools.partial(serve, app, config, shutdown_trigger=stopping.wait)
+    )
+    return bound[0]
+
+
+async def _drain(
+    channels: _Channels,
+    workers: dict[int, trio.MemorySendChannel[WorkerMessage]],
+    grace_seconds: float,
+) -> None:
+    """Let running tasks finish for up to the grace period; hand out nothing new."""
+    await request(channels.dispatcher, StopDispatching)
+    with trio.move_on_after(grace_seconds) as grace:
+        async with trio.open_nursery() as waiting:
+            for inbox in workers.values():
+                waiting.start_soon(request, inbox, Drain)
+    if grace.cancelled_caught:
+        log.warning("grace period over; re-queueing the tasks still running")
