@@ -10,12 +10,13 @@ taken up front instead of failing half-way through a batch.
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
+from alembic import command
+from alembic.config import Config
 from sqlalchemy import Engine, create_engine, event
 from sqlalchemy.engine import Connection, make_url
-
-from taskq.store.schema import metadata
 
 SQLITE_BUSY_TIMEOUT_MS = 5000
 
@@ -28,8 +29,16 @@ def open_engine(url: str) -> Engine:
         event.listen(engine, "begin", _begin_immediate)
     else:
         engine = create_engine(parsed, pool_pre_ping=True)
-    metadata.create_all(engine)
     return engine
+
+
+def migrate(engine: Engine) -> None:
+    """Bring the schema to the newest revision; a no-op when it is there already."""
+    config = Config()
+    config.set_main_option("script_location", str(Path(__file__).with_name("migrations")))
+    with engine.begin() as connection:
+        config.attributes["connection"] = connection
+        command.upgrade(config, "head")
 
 
 def _configure_sqlite(dbapi_connection: Any, _record: Any) -> None:

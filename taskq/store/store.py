@@ -31,7 +31,7 @@ from taskq.models import (
     allowed,
     waiting_status,
 )
-from taskq.store.engine import open_engine
+from taskq.store.engine import migrate, open_engine
 from taskq.store.schema import tasks, workers
 
 TASK_NOT_FOUND = "Task not found"
@@ -56,8 +56,11 @@ class Store:
         self.engine = engine
 
     @classmethod
-    def open(cls, url: str) -> Store:
-        return cls(open_engine(url))
+    def open(cls, url: str, *, migrate_schema: bool = True) -> Store:
+        engine = open_engine(url)
+        if migrate_schema:
+            migrate(engine)
+        return cls(engine)
 
     @contextmanager
     def transaction(self) -> Iterator[Tx]:
