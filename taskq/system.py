@@ -27,6 +27,7 @@ from taskq.actors import dispatcher, scheduler, worker, writer
 from taskq.api.app import create_app
 from taskq.config import WRITER_INBOX_SIZE, Settings
 from taskq.messages import (
+    AnnounceIdle,
     DispatcherMessage,
     Drain,
     RequeueRunning,
@@ -137,6 +138,7 @@ def _start_actors(
     def rejoin_workers() -> None:
         for worker_id, inbox in workers.items():
             channels.dispatcher.send_nowait(WorkerJoined(worker_id, inbox))
+            inbox.send_nowait(AnnounceIdle())
 
     actors.start_soon(
         functools.partial(

@@ -8,7 +8,10 @@ claim comes back short and set again by ``TasksReady``; because events and
 claims share the writer's order, no wake-up is lost between the two.
 
 It also routes to workers what concerns them: revocations (pause, delete) and
-status changes. After a restart it asks every worker to announce itself again.
+status changes. A worker's idle announcement counts only while the dispatcher
+believes it active, so a late announcement never hands a task to a worker that
+was just set inactive. After a dispatcher restart the supervisor re-registers
+every worker and asks each to announce itself again.
 """
 
 from __future__ import annotations
@@ -19,7 +22,6 @@ import outcome
 import trio
 
 from taskq.messages import (
-    AnnounceIdle,
     ClaimTasks,
     DispatcherMessage,
     RunTask,
@@ -46,6 +48,7 @@ class _State:
         self.workers: dict[int, trio.MemorySendChannel[WorkerMessage]] = {}
         # Insertion-ordered set: the worker idle longest is served first.
         self.idle: dict[int, None] = {}
+        self.inactive: set[int] = set()
         self.maybe_ready = True
         self.stopped = False
 
@@ -65,16 +68,18 @@ def _handle(state: _State, message: DispatcherMessage) -> None:
     match message:
         case WorkerJoined(worker_id=worker_id, inbox=worker_inbox):
             state.workers[worker_id] = worker_inbox
-            _tell(state, worker_id, AnnounceIdle())
         case WorkerIdle(worker_id=worker_id):
-            if worker_id in state.workers:
+            if worker_id in state.workers and worker_id not in state.inactive:
                 state.idle[worker_id] = None
         case TasksReady():
             state.maybe_ready = True
         case TaskRevoked(task_id=task_id, worker_id=worker_id):
             _tell(state, worker_id, StopTask(task_id))
         case WorkerStatusChanged(worker_id=worker_id, status=status):
-            if status != WorkerStatus.ACTIVE:
+            if status == WorkerStatus.ACTIVE:
+                state.inactive.discard(worker_id)
+            else:
+                state.inactive.add(worker_id)
                 state.idle.pop(worker_id, None)
             _tell(state, worker_id, SetActive(status == WorkerStatus.ACTIVE))
         case StopDispatching(reply=reply):

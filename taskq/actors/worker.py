@@ -5,8 +5,10 @@ a delete or the end of a shutdown's grace period stops the handler at its next
 checkpoint. The outcome goes to the writer fenced by the task's attempt: an
 execution that was taken away never overwrites what happened since.
 
-A worker may be handed a task while busy (after a dispatcher restart it can be
-announced idle twice); such tasks wait in ``backlog`` and run next.
+A worker announces itself idle once per idle spell (``announced``); it says so
+again only when the dispatcher has forgotten it: after being set inactive, or
+when a restarted dispatcher asks (``AnnounceIdle``). Should a task still reach
+it while busy, it waits in ``backlog`` and runs next rather than being lost.
 """
 
 from __future__ import annotations
@@ -58,6 +60,7 @@ class _State:
     current: _Execution | None = None
     backlog: deque[Task] = field(default_factory=deque)
     drain: Reply | None = None
+    announced: bool = False
 
     @property
     def idle(self) -> bool:
@@ -99,14 +102,17 @@ def _handle(
 ) -> None:
     match message:
         case RunTask(task=task):
+            state.announced = False
             state.backlog.append(task)
             _start_next(worker_id, state, links, registry, nursery)
         case StopTask(task_id=task_id):
             _stop(state, task_id)
         case SetActive(active=active):
             state.active = active and state.drain is None
+            state.announced = state.announced and state.active
             _announce_if_idle(worker_id, state, links)
         case AnnounceIdle():
+            state.announced = False
             _announce_if_idle(worker_id, state, links)
         case TaskDone():
             state.current = None
@@ -138,8 +144,9 @@ def _start_next(
 
 
 def _announce_if_idle(worker_id: int, state: _State, links: Links) -> None:
-    if state.active and state.idle:
+    if state.active and state.idle and not state.announced:
         links.dispatcher.send_nowait(WorkerIdle(worker_id))
+        state.announced = True
 
 
 async def _execute(worker_id: int, execution: _Execution, links: Links, registry: Registry) -> None:
@@ -147,13 +154,12 @@ async def _execute(worker_id: int, execution: _Execution, links: Links, registry
     with execution.scope:
         succeeded, result, error = await _run_handler(worker_id, task, registry)
     if not execution.scope.cancelled_caught:
-        try:
-            await request(
-                links.writer,
-                lambda reply: FinishTask(task.id, task.attempt, succeeded, result, error, reply),
-            )
-        except TaskqError as exc:
-            log.error("task %d: outcome not recorded (%s); it will run again", task.id, exc)
+        # Not awaited: the worker's next claim then rides in the same commit as this
+        # outcome. No one was promised the outcome, so if it is lost in a crash the
+        # task is still `running` on disk and runs again after recovery.
+        await links.writer.send(
+            FinishTask(task.id, task.attempt, succeeded, result, error, reply=None)
+        )
     links.inbox_send.send_nowait(TaskDone(task.id))
 
 

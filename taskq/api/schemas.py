@@ -7,6 +7,7 @@ microseconds where the time has them.
 
 from __future__ import annotations
 
+import json
 from datetime import UTC, datetime
 from typing import Annotated, Any, Literal, Self
 
@@ -27,7 +28,17 @@ def _as_naive_utc(value: datetime) -> datetime:
     return value.astimezone(UTC).replace(tzinfo=None)
 
 
+def _strict_json(value: dict[str, Any]) -> dict[str, Any]:
+    """Python's JSON parser lets NaN and Infinity through; no other client could read them."""
+    try:
+        json.dumps(value, allow_nan=False)
+    except ValueError as exc:
+        raise ValueError("must be standard JSON (no NaN or Infinity)") from exc
+    return value
+
+
 UtcDatetime = Annotated[datetime, AfterValidator(_as_naive_utc)]
+Payload = Annotated[dict[str, Any], AfterValidator(_strict_json)]
 TaskName = Annotated[StrictStr, Field(min_length=1, max_length=TASK_NAME_MAX_LENGTH)]
 WorkerName = Annotated[StrictStr, Field(min_length=1, max_length=WORKER_NAME_MAX_LENGTH)]
 # Strict: "3" or 3.0 or true are not priorities.
@@ -41,7 +52,7 @@ class _Body(BaseModel):
 
 class TaskCreate(_Body):
     name: TaskName
-    payload: dict[str, Any]
+    payload: Payload
     priority: PriorityValue = Priority.MEDIUM
     scheduled_at: UtcDatetime | None = None
 
@@ -50,7 +61,7 @@ class TaskUpdate(_Body):
     """Every field optional; only those present are changed (null only for scheduled_at)."""
 
     name: TaskName | None = None
-    payload: dict[str, Any] | None = None
+    payload: Payload | None = None
     priority: PriorityValue | None = None
     scheduled_at: UtcDatetime | None = None
 

@@ -1,8 +1,11 @@
 """The tables, declared once for SQLite and PostgreSQL.
 
-The partial index ``ix_tasks_ready`` is in claim order (priority high to low,
-then id): a claim reads its first rows and stops, however many tasks wait.
-``ix_tasks_due`` does the same for the scheduler's "what is due now" query.
+``ix_tasks_ready`` is in claim order (status, then priority high to low, then
+id): a claim reads its first rows and stops, however many tasks wait, with no
+sort. ``ix_tasks_due`` does the same for the scheduler's "what is due now".
+They lead with ``status`` rather than being partial indexes because SQLite's
+planner, without statistics, prefers ``ix_tasks_status_id`` and a sort over a
+partial index.
 """
 
 from __future__ import annotations
@@ -48,19 +51,8 @@ tasks = Table(
     sqlite_autoincrement=True,
 )
 
-Index(
-    "ix_tasks_ready",
-    tasks.c.priority.desc(),
-    tasks.c.id,
-    sqlite_where=tasks.c.status == "pending",
-    postgresql_where=tasks.c.status == "pending",
-)
-Index(
-    "ix_tasks_due",
-    tasks.c.scheduled_at,
-    sqlite_where=tasks.c.status == "scheduled",
-    postgresql_where=tasks.c.status == "scheduled",
-)
+Index("ix_tasks_ready", tasks.c.status, tasks.c.priority.desc(), tasks.c.id)
+Index("ix_tasks_due", tasks.c.status, tasks.c.scheduled_at)
 Index("ix_tasks_status_id", tasks.c.status, tasks.c.id)
 Index("ix_tasks_worker_running", tasks.c.worker_id, tasks.c.status)
 

@@ -34,20 +34,8 @@ def upgrade() -> None:
         sa.Column("attempt", sa.Integer(), nullable=False, server_default=sa.text("0")),
         sqlite_autoincrement=True,
     )
-    op.create_index(
-        "ix_tasks_ready",
-        "tasks",
-        [sa.text("priority DESC"), "id"],
-        sqlite_where=sa.text("status = 'pending'"),
-        postgresql_where=sa.text("status = 'pending'"),
-    )
-    op.create_index(
-        "ix_tasks_due",
-        "tasks",
-        ["scheduled_at"],
-        sqlite_where=sa.text("status = 'scheduled'"),
-        postgresql_where=sa.text("status = 'scheduled'"),
-    )
+    op.create_index("ix_tasks_ready", "tasks", ["status", sa.text("priority DESC"), "id"])
+    op.create_index("ix_tasks_due", "tasks", ["status", "scheduled_at"])
     op.create_index("ix_tasks_status_id", "tasks", ["status", "id"])
     op.create_index("ix_tasks_worker_running", "tasks", ["worker_id", "status"])
     op.create_table(
