@@ -23,25 +23,46 @@ from taskq.registry import registry
 
 log = logging.getLogger("taskq")
 
+LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR")
+
+
+def _integer(text: str) -> int:
+    try:
+        return int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"must be an integer, got {text!r}") from None
+
 
 def _count(text: str) -> int:
-    value = int(text)
+    value = _integer(text)
     if value < 0:
         raise argparse.ArgumentTypeError(f"must be 0 or more, got {value}")
     return value
 
 
 def _port(text: str) -> int:
-    value = int(text)
+    value = _integer(text)
     if not 0 <= value <= 65535:
         raise argparse.ArgumentTypeError(f"must be a port number (0-65535), got {value}")
     return value
 
 
 def _seconds(text: str) -> float:
-    value = float(text)
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"must be a number of seconds, got {text!r}") from None
     if not value >= 0:
         raise argparse.ArgumentTypeError(f"must be 0 or more seconds, got {text}")
+    return value
+
+
+def _log_level(text: str) -> str:
+    # A type rather than ``choices``: argparse checks choices on the command line
+    # only, but runs the type on string defaults too, so TASKQ_LOG_LEVEL is checked.
+    value = text.upper()
+    if value not in LOG_LEVELS:
+        raise argparse.ArgumentTypeError(f"must be one of {', '.join(LOG_LEVELS)}, got {text!r}")
     return value
 
 
@@ -74,9 +95,9 @@ def build_parser(environ: Mapping[str, str]) -> argparse.ArgumentParser:
         "--log-level",
         "TASKQ_LOG_LEVEL",
         config.DEFAULT_LOG_LEVEL,
-        "logging level",
-        type=str.upper,
-        choices=["DEBUG", "INFO", "WARNING", "ERROR"],
+        f"logging level: {', '.join(LOG_LEVELS)}",
+        type=_log_level,
+        metavar="LEVEL",
     )
     parser.add_argument(
         "--tasks",

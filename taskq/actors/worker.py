@@ -178,7 +178,7 @@ async def _run_handler(
         return False, None, f"{type(exc).__name__}: {exc}"
     try:
         json.dumps(result, allow_nan=False)
-    except (TypeError, ValueError) as exc:
+    except (TypeError, ValueError, RecursionError) as exc:
         return False, None, f"the handler's result is not JSON-serialisable: {exc}"
     return True, result, None
 

@@ -31,9 +31,10 @@ Response = tuple[Any, int]
 
 def create_app(queue: Queue) -> Quart:
     app = QuartTrio("taskq")
-    # Fields in the order the API document lists them.
-    app.json.sort_keys = False  # type: ignore[attr-defined]
     QuartSchema(app, openapi_path="/openapi.json", swagger_ui_path=None, redoc_ui_path=None)
+    # Fields in the order the API document lists them; after QuartSchema, which
+    # installs its own JSON provider.
+    app.json.sort_keys = False  # type: ignore[attr-defined]
     app.register_blueprint(_tasks(queue))
     app.register_blueprint(_workers(queue))
     errors.register(app)

@@ -70,6 +70,16 @@ def register(app: Quart) -> None:
             return {"detail": "the request body is not valid JSON"}, 400
         return {"detail": error.description or error.name}, code
 
+    @app.errorhandler(UnicodeDecodeError)
+    async def undecodable_body(error: UnicodeDecodeError) -> Response:
+        # Quart-Trio decodes a JSON body before parsing it, outside its own 400 handling.
+        return {"detail": "the request body is not valid JSON (not UTF-8 text)"}, 400
+
+    @app.errorhandler(RecursionError)
+    async def too_deep(error: RecursionError) -> Response:
+        # Python's JSON parser gives up on deep nesting with this, not a ValueError.
+        return {"detail": "the request body is nested too deeply to parse"}, 400
+
     @app.errorhandler(Exception)
     async def unexpected(error: Exception) -> Response:
         log.exception("unexpected error answering %s %s", request.method, request.path)

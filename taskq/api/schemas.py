@@ -11,7 +11,15 @@ import json
 from datetime import UTC, datetime
 from typing import Annotated, Any, Literal, Self
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, StrictStr, model_validator
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    StrictStr,
+    model_validator,
+)
 
 from taskq.config import (
     LIST_LIMIT_DEFAULT,
@@ -25,7 +33,17 @@ from taskq.models import Priority, Task, TaskStatus, Worker
 def _as_naive_utc(value: datetime) -> datetime:
     if value.tzinfo is None:
         return value
-    return value.astimezone(UTC).replace(tzinfo=None)
+    try:
+        return value.astimezone(UTC).replace(tzinfo=None)
+    except OverflowError as exc:
+        raise ValueError("is out of range once converted to UTC") from exc
+
+
+def _iso_text(value: Any) -> Any:
+    """Pydantic reads a number (or a string of digits) as a Unix time; the API says ISO 8601."""
+    if not isinstance(value, str) or value.strip().lstrip("-").replace(".", "", 1).isdigit():
+        raise ValueError("must be an ISO 8601 date-time string")
+    return value
 
 
 def _strict_json(value: dict[str, Any]) -> dict[str, Any]:
@@ -37,7 +55,7 @@ def _strict_json(value: dict[str, Any]) -> dict[str, Any]:
     return value
 
 
-UtcDatetime = Annotated[datetime, AfterValidator(_as_naive_utc)]
+UtcDatetime = Annotated[datetime, BeforeValidator(_iso_text), AfterValidator(_as_naive_utc)]
 Payload = Annotated[dict[str, Any], AfterValidator(_strict_json)]
 TaskName = Annotated[StrictStr, Field(min_length=1, max_length=TASK_NAME_MAX_LENGTH)]
 WorkerName = Annotated[StrictStr, Field(min_length=1, max_length=WORKER_NAME_MAX_LENGTH)]
@@ -74,7 +92,8 @@ class TaskUpdate(_Body):
 
 
 class TaskListQuery(BaseModel):
-    skip: int = Field(0, ge=0)
+    # Bounded by the database's 64-bit integers: a larger offset would crash the writer.
+    skip: int = Field(0, ge=0, le=2**63 - 1)
     limit: int = Field(LIST_LIMIT_DEFAULT, ge=0, le=LIST_LIMIT_MAX)
     status: TaskStatus | None = None
 

@@ -1,0 +1,209 @@
+"""The dispatcher through its channels; the test plays the writer and the workers."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+
+import outcome
+import pytest
+import trio
+import trio.testing
+
+from taskq.actors import dispatcher
+from taskq.messages import (
+    ClaimTasks,
+    DispatcherMessage,
+    RunTask,
+    SetActive,
+    StopDispatching,
+    StopTask,
+    TaskRevoked,
+    TasksReady,
+    WorkerIdle,
+    WorkerJoined,
+    WorkerMessage,
+    WorkerStatusChanged,
+    WriterCommand,
+    answer,
+    request,
+)
+from taskq.models import Task, WorkerStatus
+from tests.actors.conftest import receive, running_task
+
+
+@dataclass
+class Harness:
+    inbox: trio.MemorySendChannel[DispatcherMessage]
+    writer: trio.MemoryReceiveChannel[WriterCommand]
+    workers: dict[int, trio.MemoryReceiveChannel[WorkerMessage]] = field(default_factory=dict)
+
+    def join(self, *worker_ids: int) -> None:
+        for worker_id in worker_ids:
+            send, receive = trio.open_memory_channel[WorkerMessage](math.inf)
+            self.workers[worker_id] = receive
+            self.inbox.send_nowait(WorkerJoined(worker_id, send))
+
+    def idle(self, *worker_ids: int) -> None:
+        for worker_id in worker_ids:
+            self.inbox.send_nowait(WorkerIdle(worker_id))
+
+    async def claim(self, tasks: list[Task]) -> tuple[int, ...]:
+        """Answer the claim the dispatcher sends next with ``tasks``; return whom it was for."""
+        command = await receive(self.writer)
+        assert isinstance(command, ClaimTasks)
+        answer(command.reply, outcome.Value(tasks))
+        return command.worker_ids
+
+    async def no_claim(self) -> None:
+        await trio.testing.wait_all_tasks_blocked()
+        with pytest.raises(trio.WouldBlock):
+            self.writer.receive_nowait()
+
+    async def received(self, worker_id: int) -> list[WorkerMessage]:
+        """Everything delivered to ``worker_id`` so far."""
+        await trio.testing.wait_all_tasks_blocked()
+        messages = []
+        while True:
+            try:
+                messages.append(self.workers[worker_id].receive_nowait())
+            except trio.WouldBlock:
+                return messages
+
+
+@pytest.fixture
+async def harness(nursery: trio.Nursery) -> AsyncIterator[Harness]:
+    inbox_send, inbox = trio.open_memory_channel[DispatcherMessage](math.inf)
+    writer_send, writer = trio.open_memory_channel[WriterCommand](math.inf)
+    nursery.start_soon(dispatcher.run, inbox, writer_send)
+    yield Harness(inbox_send, writer)
+    nursery.cancel_scope.cancel()
+
+
+async def make_claims_short(harness: Harness, worker_id: int) -> None:
+    """Idle ``worker_id`` and answer its claim with nothing: tasks are no longer 'maybe ready'."""
+    harness.idle(worker_id)
+    assert await harness.claim([]) == (worker_id,)
+
+
+async def test_claims_once_for_all_idle_workers(harness: Harness) -> None:
+    harness.join(1, 2, 3)
+    await make_claims_short(harness, 1)
+    harness.idle(2, 3)
+    await harness.no_claim()
+
+    harness.inbox.send_nowait(TasksReady())
+
+    assert await harness.claim([]) == (1, 2, 3)
+    await harness.no_claim()
+
+
+async def test_delivers_each_claimed_task_to_its_worker(harness: Harness) -> None:
+    harness.join(1, 2, 3)
+    await make_claims_short(harness, 1)
+    harness.idle(2, 3)
+    harness.inbox.send_nowait(TasksReady())
+
+    await harness.claim([running_task(10, 3), running_task(11, 1)])
+
+    assert await harness.received(1) == [RunTask(running_task(11, 1))]
+    assert await harness.received(2) == []
+    assert await harness.received(3) == [RunTask(running_task(10, 3))]
+
+
+async def test_a_short_claim_stops_claiming_until_tasks_are_ready(harness: Harness) -> None:
+    harness.join(1, 2)
+    await make_claims_short(harness, 1)
+
+    harness.idle(2)
+    await harness.no_claim()
+
+    harness.inbox.send_nowait(TasksReady())
+    assert await harness.claim([running_task(5, 1)]) == (1, 2)
+
+    harness.inbox.send_nowait(TasksReady())
+    assert await harness.claim([]) == (2,)
+
+
+async def test_a_full_claim_keeps_claiming_for_the_next_idle_worker(harness: Harness) -> None:
+    harness.join(1, 2)
+    harness.idle(1)
+    assert await harness.claim([running_task(5, 1)]) == (1,)
+
+    harness.idle(2)
+
+    assert await harness.claim([]) == (2,)
+
+
+async def test_claimed_workers_are_no_longer_idle(harness: Harness) -> None:
+    harness.join(1, 2)
+    await make_claims_short(harness, 1)
+    harness.idle(2)
+    harness.inbox.send_nowait(TasksReady())
+    await harness.claim([running_task(5, 1)])
+
+    harness.inbox.send_nowait(TasksReady())
+
+    assert await harness.claim([]) == (2,)
+
+
+async def test_idle_from_an_unknown_worker_is_ignored(harness: Harness) -> None:
+    harness.idle(42)
+    await harness.no_claim()
+
+
+async def test_a_revoked_task_is_stopped_on_its_worker(harness: Harness) -> None:
+    harness.join(1, 2)
+
+    harness.inbox.send_nowait(TaskRevoked(task_id=7, worker_id=2))
+
+    assert await harness.received(2) == [StopTask(7)]
+    assert await harness.received(1) == []
+
+
+async def test_an_inactive_worker_is_not_idle_and_is_told(harness: Harness) -> None:
+    harness.join(1, 2)
+    await make_claims_short(harness, 1)
+    harness.idle(2)
+
+    harness.inbox.send_nowait(WorkerStatusChanged(2, WorkerStatus.INACTIVE))
+    harness.idle(2)
+    harness.inbox.send_nowait(TasksReady())
+
+    assert await harness.claim([]) == (1,)
+    assert await harness.received(2) == [SetActive(False)]
+
+
+async def test_an_active_again_worker_is_told_and_counts_when_idle(harness: Harness) -> None:
+    harness.join(1)
+    harness.inbox.send_nowait(WorkerStatusChanged(1, WorkerStatus.INACTIVE))
+    harness.idle(1)
+    await harness.no_claim()
+
+    harness.inbox.send_nowait(WorkerStatusChanged(1, WorkerStatus.ACTIVE))
+    harness.idle(1)
+
+    assert await harness.claim([]) == (1,)
+    assert await harness.received(1) == [SetActive(False), SetActive(True)]
+
+
+async def test_stop_dispatching_answers_and_stops_claims(harness: Harness) -> None:
+    harness.join(1)
+
+    await request(harness.inbox, StopDispatching)
+    harness.idle(1)
+    harness.inbox.send_nowait(TasksReady())
+
+    await harness.no_claim()
+
+
+async def test_a_gone_worker_is_forgotten(harness: Harness) -> None:
+    harness.join(1)
+    await harness.workers.pop(1).aclose()
+    harness.idle(1)
+    assert await harness.claim([running_task(5, 1)]) == (1,)
+
+    harness.idle(1)
+
+    await harness.no_claim()

@@ -1,0 +1,382 @@
+"""A worker through its channels; the test plays the dispatcher and (mostly) a fake writer."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+from typing import Any
+
+import outcome
+import pytest
+import trio
+import trio.testing
+
+from taskq.actors import worker, writer
+from taskq.messages import (
+    AnnounceIdle,
+    ClaimTasks,
+    CreateTask,
+    CreateWorker,
+    DispatcherMessage,
+    Drain,
+    FinishTask,
+    GetTask,
+    GetWorker,
+    Heartbeat,
+    RequeueRunning,
+    RunTask,
+    SchedulerMessage,
+    SetActive,
+    StopTask,
+    TasksReady,
+    WorkerIdle,
+    WorkerMessage,
+    WriterCommand,
+    answer,
+    request,
+)
+from taskq.models import NewTask, TaskStatus, Worker, WorkerStatus
+from taskq.registry import Registry, TaskContext
+from taskq.store import Store
+from tests.actors.conftest import DEADLINE_SECONDS, NOW, receive, running_task, wait
+
+WORKER = 7
+
+
+class Handlers:
+    """Handlers that tell the test what they saw, so it waits on events, not time."""
+
+    def __init__(self) -> None:
+        self.started = trio.Event()
+        self.cancelled = trio.Event()
+        self.release = trio.Event()
+        self.contexts: list[TaskContext] = []
+
+    async def double(self, payload: Mapping[str, Any], context: TaskContext) -> dict[str, int]:
+        self.contexts.append(context)
+        return {"x": payload["x"] * 2}
+
+    async def hold(self, payload: Mapping[str, Any]) -> str:
+        self.started.set()
+        try:
+            await wait(self.release)
+        except trio.Cancelled:
+            self.cancelled.set()
+            raise
+        return "released"
+
+    async def boom(self, payload: Mapping[str, Any]) -> None:
+        raise ValueError("boom")
+
+    async def unserialisable(self, payload: Mapping[str, Any]) -> object:
+        return {"when": NOW}
+
+    def blocking(self, payload: Mapping[str, Any]) -> int:
+        return 42
+
+
+class Harness:
+    def __init__(self, registry: Registry, nursery: trio.Nursery) -> None:
+        self.handlers = Handlers()
+        for name in ("double", "hold", "boom", "unserialisable", "blocking"):
+            registry.task(name)(getattr(self.handlers, name))
+        self.registry = registry
+        self.nursery = nursery
+        self.inbox, inbox = trio.open_memory_channel[WorkerMessage](math.inf)
+        dispatcher_send, self.dispatcher = trio.open_memory_channel[DispatcherMessage](math.inf)
+        writer_send, self._writer = trio.open_memory_channel[WriterCommand](math.inf)
+        self.links = worker.Links(inbox, self.inbox, dispatcher_send, writer_send)
+        self._finished_send, self.finished = trio.open_memory_channel[FinishTask](math.inf)
+        self.writes: list[type[WriterCommand]] = []
+
+    def start(self, *, status: WorkerStatus = WorkerStatus.ACTIVE) -> None:
+        self.nursery.start_soon(self._fake_writer, status)
+        self.nursery.start_soon(
+            lambda: worker.run(WORKER, self.links, self.registry, heartbeat_interval=10.0)
+        )
+
+    async def _fake_writer(self, status: WorkerStatus) -> None:
+        me = Worker(WORKER, "w", status, NOW, NOW, NOW)
+        async for command in self._writer:
+            self.writes.append(type(command))
+            match command:
+                case RequeueRunning(reply=reply):
+                    answer(reply, outcome.Value(0))
+                case GetWorker(reply=reply) | Heartbeat(reply=reply):
+                    answer(reply, outcome.Value(me))
+                case FinishTask():
+                    self._finished_send.send_nowait(command)
+
+    def run(self, task_id: int, name: str, payload: Mapping[str, Any] | None = None) -> None:
+        self.inbox.send_nowait(RunTask(running_task(task_id, WORKER, name=name, payload=payload)))
+
+    async def announcements(self) -> list[DispatcherMessage]:
+        await trio.testing.wait_all_tasks_blocked()
+        found = []
+        while True:
+            try:
+                found.append(self.dispatcher.receive_nowait())
+            except trio.WouldBlock:
+                return found
+
+    async def no_finish(self) -> None:
+        await trio.testing.wait_all_tasks_blocked()
+        with pytest.raises(trio.WouldBlock):
+            self.finished.receive_nowait()
+
+
+@pytest.fixture
+async def harness(registry: Registry, nursery: trio.Nursery) -> Harness:
+    return Harness(registry, nursery)
+
+
+@pytest.fixture
+async def started(harness: Harness) -> Harness:
+    harness.start()
+    assert await harness.announcements() == [WorkerIdle(WORKER)]
+    return harness
+
+
+async def test_it_first_requeues_what_an_earlier_incarnation_left_running(
+    harness: Harness,
+) -> None:
+    harness.start()
+    await trio.testing.wait_all_tasks_blocked()
+    assert harness.writes[:2] == [RequeueRunning, GetWorker]
+
+
+# --- running tasks ---
+
+
+async def test_runs_a_task_and_reports_its_outcome_fenced_by_the_attempt(
+    started: Harness,
+) -> None:
+    task = running_task(5, WORKER, name="double", payload={"x": 21}, attempt=3)
+    started.inbox.send_nowait(RunTask(task))
+
+    assert await receive(started.finished) == FinishTask(5, 3, True, {"x": 42}, None, None)
+    assert started.handlers.contexts == [TaskContext(5, "double", 3, WORKER)]
+
+
+async def test_runs_a_blocking_handler_in_a_thread(started: Harness) -> None:
+    started.run(5, "blocking")
+
+    finished = await receive(started.finished)
+
+    assert (finished.succeeded, finished.result) == (True, 42)
+
+
+async def test_announces_idle_again_after_a_task(started: Harness) -> None:
+    started.run(5, "double", {"x": 1})
+    await receive(started.finished)
+
+    assert await started.announcements() == [WorkerIdle(WORKER)]
+
+
+async def test_a_task_arriving_while_busy_runs_next(started: Harness) -> None:
+    started.run(5, "hold")
+    started.run(6, "double", {"x": 1})
+    await wait(started.handlers.started)
+    await started.no_finish()
+
+    started.handlers.release.set()
+
+    assert [(await receive(started.finished)).task_id for _ in range(2)] == [5, 6]
+
+
+# --- stopping a task ---
+
+
+async def test_stop_task_cancels_the_running_handler_and_reports_nothing(
+    started: Harness,
+) -> None:
+    started.run(5, "hold")
+    await wait(started.handlers.started)
+
+    started.inbox.send_nowait(StopTask(5))
+
+    await wait(started.handlers.cancelled)
+    await started.no_finish()
+    assert await started.announcements() == [WorkerIdle(WORKER)]
+
+
+async def test_stop_task_for_another_task_leaves_the_handler_alone(started: Harness) -> None:
+    started.run(5, "hold")
+    await wait(started.handlers.started)
+
+    started.inbox.send_nowait(StopTask(6))
+    await trio.testing.wait_all_tasks_blocked()
+
+    assert not started.handlers.cancelled.is_set()
+    started.handlers.release.set()
+    assert (await receive(started.finished)).result == "released"
+
+
+async def test_stop_task_drops_a_waiting_task(started: Harness) -> None:
+    started.run(5, "hold")
+    started.run(6, "double", {"x": 1})
+    await wait(started.handlers.started)
+
+    started.inbox.send_nowait(StopTask(6))
+    started.handlers.release.set()
+
+    assert (await receive(started.finished)).task_id == 5
+    await started.no_finish()
+
+
+# --- failures ---
+
+
+async def test_a_raising_handler_fails_with_the_exception(started: Harness) -> None:
+    started.run(5, "boom")
+
+    finished = await receive(started.finished)
+
+    assert (finished.succeeded, finished.result, finished.error) == (
+        False,
+        None,
+        "ValueError: boom",
+    )
+
+
+async def test_a_non_json_result_fails_with_a_clear_error(started: Harness) -> None:
+    started.run(5, "unserialisable")
+
+    finished = await receive(started.finished)
+
+    assert (finished.succeeded, finished.result) == (False, None)
+    assert finished.error is not None
+    assert finished.error.startswith("the handler's result is not JSON-serialisable")
+
+
+async def test_an_unknown_task_name_fails_naming_it(started: Harness) -> None:
+    started.run(5, "no.such.task")
+
+    finished = await receive(started.finished)
+
+    assert (finished.succeeded, finished.attempt) == (False, 1)
+    assert finished.error == "no handler is registered for task name 'no.such.task'"
+
+
+# --- idle announcements ---
+
+
+async def test_an_inactive_worker_does_not_announce_itself(harness: Harness) -> None:
+    harness.start(status=WorkerStatus.INACTIVE)
+    assert await harness.announcements() == []
+
+    harness.inbox.send_nowait(SetActive(True))
+
+    assert await harness.announcements() == [WorkerIdle(WORKER)]
+
+
+async def test_announces_once_per_idle_spell(started: Harness) -> None:
+    started.inbox.send_nowait(SetActive(True))
+
+    assert await started.announcements() == []
+
+
+async def test_set_inactive_then_active_announces_again(started: Harness) -> None:
+    started.inbox.send_nowait(SetActive(False))
+    assert await started.announcements() == []
+
+    started.inbox.send_nowait(SetActive(True))
+
+    assert await started.announcements() == [WorkerIdle(WORKER)]
+
+
+async def test_announce_idle_makes_an_idle_worker_say_so_again(started: Harness) -> None:
+    started.inbox.send_nowait(AnnounceIdle())
+
+    assert await started.announcements() == [WorkerIdle(WORKER)]
+
+
+async def test_a_busy_worker_does_not_answer_announce_idle(started: Harness) -> None:
+    started.run(5, "hold")
+    await wait(started.handlers.started)
+
+    started.inbox.send_nowait(AnnounceIdle())
+
+    assert await started.announcements() == []
+
+
+# --- drain ---
+
+
+async def test_drain_answers_once_the_current_task_ends(started: Harness) -> None:
+    started.run(5, "hold")
+    await wait(started.handlers.started)
+    drained = trio.Event()
+
+    async def drain() -> None:
+        await request(started.inbox, Drain)
+        drained.set()
+
+    started.nursery.start_soon(drain)
+    await trio.testing.wait_all_tasks_blocked()
+    assert not drained.is_set()
+
+    started.handlers.release.set()
+
+    await wait(drained)
+    assert (await receive(started.finished)).task_id == 5
+    assert await started.announcements() == []
+
+
+async def test_drain_of_an_idle_worker_answers_at_once(started: Harness) -> None:
+    with trio.fail_after(DEADLINE_SECONDS):
+        await request(started.inbox, Drain)
+
+
+async def test_drain_drops_waiting_tasks_and_takes_no_more(started: Harness) -> None:
+    started.run(5, "hold")
+    started.run(6, "double", {"x": 1})
+    await wait(started.handlers.started)
+
+    started.nursery.start_soon(request, started.inbox, Drain)
+    await trio.testing.wait_all_tasks_blocked()
+    started.handlers.release.set()
+
+    assert (await receive(started.finished)).task_id == 5
+    await started.no_finish()
+    assert started.handlers.contexts == []
+
+
+# --- heartbeat ---
+
+
+async def test_heartbeats_on_its_interval(
+    harness: Harness, autojump_clock: trio.testing.MockClock
+) -> None:
+    harness.start()
+
+    await trio.sleep(35)
+
+    assert harness.writes.count(Heartbeat) == 3
+
+
+# --- against the real writer ---
+
+
+async def test_with_the_real_writer_the_outcome_lands_on_the_claimed_task(
+    store: Store, registry: Registry, nursery: trio.Nursery
+) -> None:
+    registry.task("double")(Handlers().double)
+    writer_send, writer_inbox = trio.open_memory_channel[WriterCommand](math.inf)
+    dispatcher_send, dispatcher = trio.open_memory_channel[DispatcherMessage](math.inf)
+    scheduler_send, _ = trio.open_memory_channel[SchedulerMessage](math.inf)
+    nursery.start_soon(writer.run, writer_inbox, store, dispatcher_send, scheduler_send)
+    me = await request(writer_send, lambda r: CreateWorker("w", r))
+    task = await request(writer_send, lambda r: CreateTask(NewTask("double", {"x": 4}), r))
+    inbox_send, inbox = trio.open_memory_channel[WorkerMessage](math.inf)
+    links = worker.Links(inbox, inbox_send, dispatcher_send, writer_send)
+    nursery.start_soon(lambda: worker.run(me.id, links, registry, heartbeat_interval=60.0))
+    assert await receive(dispatcher) == TasksReady()
+    assert await receive(dispatcher) == WorkerIdle(me.id)
+
+    (claimed,) = await request(writer_send, lambda r: ClaimTasks((me.id,), r))
+    inbox_send.send_nowait(RunTask(claimed))
+
+    assert await receive(dispatcher) == WorkerIdle(me.id)
+    done = await request(writer_send, lambda r: GetTask(task.id, r))
+    assert (done.status, done.result, done.attempt) == (TaskStatus.COMPLETED, {"x": 8}, 1)
