@@ -7,6 +7,7 @@ and so on); the command line wins over the environment.
 from __future__ import annotations
 
 import argparse
+import errno
 import importlib
 import logging
 import os
@@ -16,6 +17,7 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 import trio
+from sqlalchemy.exc import SQLAlchemyError
 
 from taskq import config, system
 from taskq.config import Settings
@@ -24,6 +26,8 @@ from taskq.registry import registry
 log = logging.getLogger("taskq")
 
 LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR")
+# The exit status after a second signal cut the graceful shutdown short.
+EXIT_FORCED = 130
 
 
 def _integer(text: str) -> int:
@@ -133,16 +137,37 @@ def import_task_modules(names: Sequence[str]) -> None:
         importlib.import_module(name)
 
 
-async def serve(settings: Settings) -> None:
+async def serve(settings: Settings) -> bool:
+    """Run until SIGINT/SIGTERM; True when shutdown was graceful.
+
+    The first signal starts the graceful shutdown; a second one stops at once
+    (tasks still running then go back to the queue at the next start).
+    """
     with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
         async with trio.open_nursery() as nursery:
-            running: system.Running = await nursery.start(system.run, settings, registry)
+            running: system.Running = await nursery.start(_run_system, settings, nursery)
             print(f"taskq listening on {running.url} (database {settings.db_url})", flush=True)
             print(f"handlers: {', '.join(registry.names())}", flush=True)
+            stopping = False
             async for signum in signals:
-                log.info("received %s; shutting down", signal.Signals(signum).name)
-                running.stop()
-                break
+                name = signal.Signals(signum).name
+                if not stopping:
+                    log.info("received %s; shutting down", name)
+                    running.stop()
+                    stopping = True
+                    continue
+                log.warning("received %s again; stopping now", name)
+                nursery.cancel_scope.cancel()
+                return False
+    return True
+
+
+async def _run_system(
+    settings: Settings, nursery: trio.Nursery, task_status: trio.TaskStatus[system.Running]
+) -> None:
+    """The system; once it has stopped by itself, ``serve`` stops watching signals."""
+    await system.run(settings, registry, task_status=task_status)
+    nursery.cancel_scope.cancel()
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -150,10 +175,37 @@ def main(argv: Sequence[str] | None = None) -> int:
     logging.basicConfig(
         level=settings.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
+    if settings.log_level != "DEBUG":
+        logging.getLogger("alembic").setLevel(logging.WARNING)
     try:
         import_task_modules(settings.task_modules)
-    except ImportError as exc:
-        print(f"taskq: cannot import task module: {exc}", file=sys.stderr)
+    except Exception as exc:
+        log.debug("task module import failed", exc_info=True)
+        print(f"taskq: cannot import task module: {type(exc).__name__}: {exc}", file=sys.stderr)
         return 2
-    trio.run(serve, settings)
-    return 0
+    try:
+        graceful = trio.run(serve, settings)
+    except Exception as exc:
+        cause = _root_cause(exc)
+        if not isinstance(cause, OSError | SQLAlchemyError):
+            raise
+        log.debug("taskq stopped", exc_info=exc)
+        print(f"taskq: {_describe(cause, settings)}", file=sys.stderr)
+        return 2
+    return 0 if graceful else EXIT_FORCED
+
+
+def _root_cause(exc: BaseException) -> BaseException:
+    while isinstance(exc, BaseExceptionGroup):
+        exc = exc.exceptions[0]
+    return exc
+
+
+def _describe(cause: OSError | SQLAlchemyError, settings: Settings) -> str:
+    """One line a user can act on; the traceback is logged at DEBUG."""
+    if isinstance(cause, SQLAlchemyError):
+        reason = getattr(cause, "orig", None) or cause
+        return f"cannot use the database {settings.db_url}: {reason}"
+    if cause.errno in (errno.EADDRINUSE, errno.EADDRNOTAVAIL, errno.EACCES):
+        return f"cannot listen on {settings.host}:{settings.port}: {cause.strerror}"
+    return str(cause)

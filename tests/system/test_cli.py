@@ -8,6 +8,7 @@ really reaches the server) is checked by spawning ``python -m taskq``.
 from __future__ import annotations
 
 import signal
+import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -16,7 +17,7 @@ from typing import Any
 import pytest
 
 from taskq import config
-from taskq.cli import parse_settings
+from taskq.cli import EXIT_FORCED, parse_settings
 from taskq.config import Settings
 from tests.system.conftest import (
     HANDLERS_MODULE,
@@ -24,6 +25,7 @@ from tests.system.conftest import (
     Launcher,
     clean_environ,
     eventually,
+    read_runs,
 )
 
 BUILTIN_HANDLERS = ["taskq.echo", "taskq.fail", "taskq.sleep"]
@@ -62,11 +64,13 @@ BAD_VALUES = [
 ]
 
 
-def run_taskq(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+def run_taskq(
+    *args: str, env: dict[str, str] | None = None, cwd: Path = ROOT
+) -> subprocess.CompletedProcess[str]:
     """Run ``python -m taskq`` expected to stop on its own (a refused option, say)."""
     return subprocess.run(
         [sys.executable, "-m", "taskq", *args],
-        cwd=ROOT,
+        cwd=cwd,
         env=clean_environ(env),
         stdin=subprocess.DEVNULL,
         capture_output=True,
@@ -154,6 +158,55 @@ def test_an_unimportable_task_module_stops_the_start(db_url: str, tmp_path: Path
     assert "no_such_module_here" in done.stderr
     assert "Traceback" not in done.stderr
     assert "listening" not in done.stdout
+
+
+def test_a_task_module_that_raises_stops_the_start_with_one_line(
+    db_url: str, tmp_path: Path
+) -> None:
+    (tmp_path / "broken_handlers.py").write_text('raise RuntimeError("handler module is broken")\n')
+    done = run_taskq("--db", db_url, "--port", "0", "--tasks", "broken_handlers", cwd=tmp_path)
+    assert done.returncode == 2
+    assert "RuntimeError: handler module is broken" in done.stderr
+    assert "Traceback" not in done.stderr
+
+
+def test_a_port_in_use_stops_the_start_with_one_line(db_url: str) -> None:
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        done = run_taskq("--db", db_url, "--port", str(port))
+    assert done.returncode == 2
+    assert f"cannot listen on 127.0.0.1:{port}" in done.stderr
+    assert "Traceback" not in done.stderr
+
+
+def test_an_unusable_database_stops_the_start_with_one_line(tmp_path: Path) -> None:
+    url = f"sqlite:///{tmp_path / 'no' / 'such' / 'folder' / 'taskq.db'}"
+    done = run_taskq("--db", url, "--port", "0")
+    assert done.returncode == 2
+    assert f"cannot use the database {url}" in done.stderr
+    assert "Traceback" not in done.stderr
+
+
+def test_a_second_signal_stops_at_once_and_the_task_runs_after_restart(
+    launch: Launcher, tmp_path: Path
+) -> None:
+    log, gate = tmp_path / "runs.log", tmp_path / "gate"
+    server = launch("--grace", "60")
+    task = server.submit("tests.gated", {"log": str(log), "gate": str(gate)})
+    eventually(lambda: server.task(task["id"])["status"] == "running", what="the task running")
+    server.send_signal(signal.SIGINT)
+    eventually(lambda: "shutting down" in server.stderr(), what="the graceful shutdown begun")
+    server.send_signal(signal.SIGINT)
+    # Well inside the 60 s grace period: the second signal cut it short.
+    assert server.wait_exit(within=10) == EXIT_FORCED
+    assert "stopping now" in server.stderr()
+
+    gate.touch()
+    again = launch()
+    eventually(lambda: again.task(task["id"])["status"] == "completed", what="the task completed")
+    assert read_runs(log)[task["id"]] == [1, 2]
 
 
 def test_the_start_up_output_names_the_built_in_handlers(launch: Launcher, db_url: str) -> None:
