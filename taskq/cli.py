@@ -139,6 +139,13 @@ def build_parser(environ: Mapping[str, str]) -> argparse.ArgumentParser:
         type=_seconds,
     )
     option(
+        "--checkpoint-grace",
+        "TASKQ_CHECKPOINT_GRACE",
+        config.CHECKPOINT_GRACE_SECONDS,
+        "seconds a paused handler that checkpoints gets to reach its next checkpoint",
+        type=_seconds,
+    )
+    option(
         "--log-level",
         "TASKQ_LOG_LEVEL",
         config.DEFAULT_LOG_LEVEL,
@@ -173,6 +180,7 @@ def parse_settings(argv: Sequence[str], environ: Mapping[str, str]) -> Settings:
         timeout_seconds=args.task_timeout,
         retry_backoff_seconds=args.retry_backoff,
         retry_backoff_max_seconds=args.retry_backoff_max,
+        checkpoint_grace_seconds=args.checkpoint_grace,
     )
 
 
