@@ -61,6 +61,25 @@ def _seconds(text: str) -> float:
     return value
 
 
+def _attempts(text: str) -> int:
+    value = _integer(text)
+    if not 1 <= value <= config.MAX_ATTEMPTS_LIMIT:
+        raise argparse.ArgumentTypeError(f"must be 1 to {config.MAX_ATTEMPTS_LIMIT}, got {value}")
+    return value
+
+
+def _timeout(text: str) -> float | None:
+    """A task's default time limit; "none" (or empty) for no limit."""
+    if text.strip().lower() in ("", "none"):
+        return None
+    value = _seconds(text)
+    if not 0 < value <= config.TIMEOUT_MAX_SECONDS:
+        raise argparse.ArgumentTypeError(
+            f"must be more than 0 and at most {config.TIMEOUT_MAX_SECONDS:g} seconds, got {text}"
+        )
+    return value
+
+
 def _log_level(text: str) -> str:
     # A type rather than ``choices``: argparse checks choices on the command line
     # only, but runs the type on string defaults too, so TASKQ_LOG_LEVEL is checked.
@@ -96,6 +115,41 @@ def build_parser(environ: Mapping[str, str]) -> argparse.ArgumentParser:
         type=_seconds,
     )
     option(
+        "--max-attempts",
+        "TASKQ_MAX_ATTEMPTS",
+        config.DEFAULT_MAX_ATTEMPTS,
+        "executions a task gets before it fails, unless its handler or body says otherwise",
+        type=_attempts,
+    )
+    option(
+        "--task-timeout",
+        "TASKQ_TASK_TIMEOUT",
+        "none",
+        "seconds an execution may run before it is stopped as a failure; none for no limit",
+        type=_timeout,
+    )
+    option(
+        "--retry-backoff",
+        "TASKQ_RETRY_BACKOFF",
+        config.DEFAULT_RETRY_BACKOFF_SECONDS,
+        "base of the retry backoff: retry n waits min(max, base * 2**(n-1)) * uniform(0.5, 1)",
+        type=_seconds,
+    )
+    option(
+        "--retry-backoff-max",
+        "TASKQ_RETRY_BACKOFF_MAX",
+        config.DEFAULT_RETRY_BACKOFF_MAX_SECONDS,
+        "cap of the retry backoff, in seconds",
+        type=_seconds,
+    )
+    option(
+        "--checkpoint-grace",
+        "TASKQ_CHECKPOINT_GRACE",
+        config.CHECKPOINT_GRACE_SECONDS,
+        "seconds a paused handler that checkpoints gets to reach its next checkpoint",
+        type=_seconds,
+    )
+    option(
         "--log-level",
         "TASKQ_LOG_LEVEL",
         config.DEFAULT_LOG_LEVEL,
@@ -126,6 +180,11 @@ def parse_settings(argv: Sequence[str], environ: Mapping[str, str]) -> Settings:
         task_modules=tuple(name.strip() for name in modules if name.strip()),
         grace_seconds=args.grace,
         log_level=args.log_level,
+        max_attempts=args.max_attempts,
+        timeout_seconds=args.task_timeout,
+        retry_backoff_seconds=args.retry_backoff,
+        retry_backoff_max_seconds=args.retry_backoff_max,
+        checkpoint_grace_seconds=args.checkpoint_grace,
     )
 
 

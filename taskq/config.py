@@ -23,6 +23,18 @@ WRITER_BATCH_MAX = 512
 # Commands waiting for the writer; a full inbox makes senders wait (backpressure).
 WRITER_INBOX_SIZE = 4096
 
+# A task's own retry budget and time limit are bounded so that a typo cannot
+# keep a task retrying for ever; the defaults are the system options below.
+MAX_ATTEMPTS_LIMIT = 1000
+TIMEOUT_MAX_SECONDS = 7 * 24 * 3600.0
+DEFAULT_MAX_ATTEMPTS = 1
+# Retry backoff: the n-th retry waits min(cap, base * 2**(n-1)) * uniform(0.5, 1).
+DEFAULT_RETRY_BACKOFF_SECONDS = 1.0
+DEFAULT_RETRY_BACKOFF_MAX_SECONDS = 300.0
+# A pause gives a handler that checkpoints this long to reach its next
+# checkpoint and wait there; then it is cancelled (and runs afresh on resume).
+CHECKPOINT_GRACE_SECONDS = 5.0
+
 LIST_LIMIT_DEFAULT = 100
 LIST_LIMIT_MAX = 1000
 TASK_NAME_MAX_LENGTH = 255
@@ -48,3 +60,9 @@ class Settings:
     grace_seconds: float = DEFAULT_GRACE_SECONDS
     heartbeat_interval_seconds: float = HEARTBEAT_INTERVAL_SECONDS
     log_level: str = DEFAULT_LOG_LEVEL
+    # Defaults of tasks whose handler's registration does not set its own.
+    max_attempts: int = DEFAULT_MAX_ATTEMPTS
+    timeout_seconds: float | None = None
+    retry_backoff_seconds: float = DEFAULT_RETRY_BACKOFF_SECONDS
+    retry_backoff_max_seconds: float = DEFAULT_RETRY_BACKOFF_MAX_SECONDS
+    checkpoint_grace_seconds: float = CHECKPOINT_GRACE_SECONDS

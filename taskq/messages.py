@@ -111,6 +111,12 @@ class ResumeTask:
 
 
 @dataclass(frozen=True, slots=True)
+class RetryTask:
+    task_id: int
+    reply: Reply | None
+
+
+@dataclass(frozen=True, slots=True)
 class ClaimTasks:
     """Give one pending task to each of ``worker_ids``, in order, as far as they go."""
 
@@ -120,13 +126,28 @@ class ClaimTasks:
 
 @dataclass(frozen=True, slots=True)
 class FinishTask:
-    """A handler's outcome; written only if the task still runs this ``attempt``."""
+    """A handler's outcome; written only if the task still runs this ``attempt``.
+
+    A failure with ``retry_after`` (seconds) set is not final: the task waits that
+    long as ``scheduled`` and runs again.
+    """
 
     task_id: int
     attempt: int
     succeeded: bool
     result: Any
     error: str | None
+    reply: Reply | None
+    retry_after: float | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class ReportProgress:
+    """A handler's latest progress; fenced by ``attempt`` like ``FinishTask``."""
+
+    task_id: int
+    attempt: int
+    progress: Any
     reply: Reply | None
 
 
@@ -192,8 +213,10 @@ WriterCommand: TypeAlias = (
     | DeleteTask
     | PauseTask
     | ResumeTask
+    | RetryTask
     | ClaimTasks
     | FinishTask
+    | ReportProgress
     | PromoteDueTasks
     | RequeueRunning
     | CreateWorker
@@ -222,10 +245,23 @@ class TaskScheduled:
 
 @dataclass(frozen=True, slots=True)
 class TaskRevoked:
-    """A running task was paused or deleted: its worker must stop it."""
+    """A running task was paused or deleted: its worker must stop it.
+
+    ``suspend`` (a pause) lets a handler that checkpoints stop at its next
+    checkpoint and wait there to be resumed, instead of being cancelled.
+    """
 
     task_id: int
     worker_id: int
+    suspend: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class SuspensionVoided:
+    """A task that is not running was deleted or rewritten: a suspended execution
+    of it (from an earlier pause) must end rather than be resumed."""
+
+    task_id: int
 
 
 @dataclass(frozen=True, slots=True)
@@ -234,7 +270,7 @@ class WorkerStatusChanged:
     status: WorkerStatus
 
 
-Event: TypeAlias = TasksReady | TaskScheduled | TaskRevoked | WorkerStatusChanged
+Event: TypeAlias = TasksReady | TaskScheduled | TaskRevoked | SuspensionVoided | WorkerStatusChanged
 
 
 # --- Dispatcher inbox ---
@@ -259,7 +295,13 @@ class StopDispatching:
 
 
 DispatcherMessage: TypeAlias = (
-    WorkerJoined | WorkerIdle | StopDispatching | TasksReady | TaskRevoked | WorkerStatusChanged
+    WorkerJoined
+    | WorkerIdle
+    | StopDispatching
+    | TasksReady
+    | TaskRevoked
+    | SuspensionVoided
+    | WorkerStatusChanged
 )
 
 
@@ -273,7 +315,10 @@ class RunTask:
 
 @dataclass(frozen=True, slots=True)
 class StopTask:
+    """Stop the task's execution: cancel it, or with ``suspend`` park it at a checkpoint."""
+
     task_id: int
+    suspend: bool = False
 
 
 @dataclass(frozen=True, slots=True)

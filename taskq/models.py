@@ -52,6 +52,7 @@ class Action(enum.StrEnum):
     RESUME = "resume"
     UPDATE = "update"
     DELETE = "delete"
+    RETRY = "retry"  # a failed task gets a fresh attempt budget
 
 
 _ANY = frozenset(TaskStatus)
@@ -65,6 +66,7 @@ SOURCES: Mapping[Action, frozenset[TaskStatus]] = {
     Action.RESUME: frozenset({TaskStatus.PAUSED}),
     Action.UPDATE: _ANY - {TaskStatus.RUNNING},
     Action.DELETE: _ANY,
+    Action.RETRY: frozenset({TaskStatus.FAILED}),
 }
 
 
@@ -90,6 +92,8 @@ class NewTask:
     payload: Mapping[str, Any]
     priority: Priority = Priority.MEDIUM
     scheduled_at: datetime | None = None
+    max_attempts: int = 1
+    timeout: float | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -101,6 +105,8 @@ class TaskChanges:
     payload: Mapping[str, Any] | None = None
     priority: Priority | None = None
     scheduled_at: datetime | None = None
+    max_attempts: int | None = None
+    timeout: float | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -118,8 +124,18 @@ class Task:
     worker_id: int | None
     result: Any
     error: str | None
-    # The fencing token: bumped by every claim, checked by every result.
+    # The fencing token: bumped by every claim, checked by every result, never reset.
     attempt: int
+    # The executions counted against ``max_attempts``: a claim adds one, an execution
+    # taken away without failing (pause, crash, shutdown) gives its one back, and
+    # ``retry`` starts a fresh budget at 0. So ``attempts - 1`` failures came before
+    # the execution now running, and a failure retries while ``attempts < max_attempts``.
+    attempts: int = 0
+    max_attempts: int = 1
+    # Seconds an execution may run before it is stopped and counted as a failure.
+    timeout: float | None = None
+    # What the handler last reported through ``TaskContext.progress``.
+    progress: Any = None
 
 
 @dataclass(frozen=True, slots=True)

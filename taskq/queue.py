@@ -6,12 +6,14 @@ Every method sends one command and awaits its committed answer; domain errors
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+import enum
+from collections.abc import Callable, Mapping
 from datetime import datetime
-from typing import Any
+from typing import Any, Final, Literal
 
 import trio
 
+from taskq.config import DEFAULT_MAX_ATTEMPTS
 from taskq.messages import (
     CreateTask,
     CreateWorker,
@@ -23,6 +25,7 @@ from taskq.messages import (
     ListWorkers,
     PauseTask,
     ResumeTask,
+    RetryTask,
     SetWorkerStatus,
     SpawnWorker,
     SupervisorMessage,
@@ -31,6 +34,21 @@ from taskq.messages import (
     request,
 )
 from taskq.models import NewTask, Priority, Task, TaskChanges, TaskStatus, Worker, WorkerStatus
+from taskq.registry import ExecutionDefaults
+
+
+class _Default(enum.Enum):
+    TOKEN = "default"
+
+
+# "Not given": the handler's registration decides, else the system's options.
+DEFAULT: Final = _Default.TOKEN
+
+SYSTEM_DEFAULTS = ExecutionDefaults(DEFAULT_MAX_ATTEMPTS, None)
+
+
+def _system_defaults(name: str) -> ExecutionDefaults:
+    return SYSTEM_DEFAULTS
 
 
 class Queue:
@@ -38,9 +56,12 @@ class Queue:
         self,
         writer: trio.MemorySendChannel[WriterCommand],
         supervisor: trio.MemorySendChannel[SupervisorMessage],
+        *,
+        defaults: Callable[[str], ExecutionDefaults] = _system_defaults,
     ) -> None:
         self._writer = writer
         self._supervisor = supervisor
+        self._defaults = defaults
 
     async def submit(
         self,
@@ -49,8 +70,21 @@ class Queue:
         *,
         priority: Priority = Priority.MEDIUM,
         scheduled_at: datetime | None = None,
+        max_attempts: int | Literal[_Default.TOKEN] = DEFAULT,
+        # The task's own time limit, not this call's.
+        timeout: float | Literal[_Default.TOKEN] | None = DEFAULT,  # noqa: ASYNC109
     ) -> Task:
-        new = NewTask(name, payload, priority, scheduled_at)
+        """Queue a task; ``max_attempts`` and ``timeout`` (seconds, None for no limit)
+        left out take the defaults of the handler's registration, then the system's."""
+        defaults = self._defaults(name)
+        new = NewTask(
+            name,
+            payload,
+            priority,
+            scheduled_at,
+            max_attempts=defaults.max_attempts if max_attempts is DEFAULT else max_attempts,
+            timeout=defaults.timeout if timeout is DEFAULT else timeout,
+        )
         task: Task = await request(self._writer, lambda reply: CreateTask(new, reply))
         return task
 
@@ -79,6 +113,11 @@ class Queue:
 
     async def resume_task(self, task_id: int) -> Task:
         task: Task = await request(self._writer, lambda reply: ResumeTask(task_id, reply))
+        return task
+
+    async def retry_task(self, task_id: int) -> Task:
+        """Put a failed task back in the queue with a fresh attempt budget."""
+        task: Task = await request(self._writer, lambda reply: RetryTask(task_id, reply))
         return task
 
     async def create_worker(self, name: str) -> Worker:

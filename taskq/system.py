@@ -16,6 +16,7 @@ import functools
 import logging
 import math
 from collections.abc import Callable
+from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass
 
 import outcome
@@ -26,6 +27,7 @@ from hypercorn.trio import serve
 from taskq.actors import dispatcher, scheduler, worker, writer
 from taskq.api.app import create_app
 from taskq.config import WRITER_INBOX_SIZE, Settings
+from taskq.execution import RetryPolicy, Runtimes, open_runtimes
 from taskq.messages import (
     AnnounceIdle,
     DispatcherMessage,
@@ -44,7 +46,7 @@ from taskq.messages import (
 )
 from taskq.models import Worker
 from taskq.queue import Queue
-from taskq.registry import Registry
+from taskq.registry import ExecutionDefaults, Registry
 from taskq.store import Store
 from taskq.supervision import RestartPolicy, supervise
 
@@ -104,14 +106,19 @@ async def run(
                 policy,
             )
             restored = await _recover(channels.writer, settings.workers)
-            async with trio.open_nursery() as actors:
-                _start_actors(actors, channels, policy, workers)
+            async with _open_runtimes(settings) as runtimes, trio.open_nursery() as actors:
+                handlers = worker.Handlers(registry, runtimes)
+                _start_actors(actors, channels, policy, workers, runtimes)
                 for each in restored:
-                    _spawn_worker(actors, each.id, channels, registry, settings, policy, workers)
+                    _spawn_worker(actors, each.id, channels, handlers, settings, policy, workers)
                 actors.start_soon(
-                    _serve_spawn_requests, actors, channels, registry, settings, policy, workers
+                    _serve_spawn_requests, actors, channels, handlers, settings, policy, workers
                 )
-                queue = Queue(channels.writer, channels.supervisor)
+                queue = Queue(
+                    channels.writer,
+                    channels.supervisor,
+                    defaults=functools.partial(registry.defaults, system=_defaults(settings)),
+                )
                 url = await _start_http(actors, queue, settings, stopping) if serve_http else None
                 task_status.started(Running(queue, stopping.set, url))
                 await stopping.wait()
@@ -121,6 +128,15 @@ async def run(
             await channels.writer.aclose()
     finally:
         store.close()
+
+
+def _open_runtimes(settings: Settings) -> AbstractAsyncContextManager[Runtimes]:
+    retry = RetryPolicy(settings.retry_backoff_seconds, settings.retry_backoff_max_seconds)
+    return open_runtimes(retry=retry, checkpoint_grace=settings.checkpoint_grace_seconds)
+
+
+def _defaults(settings: Settings) -> ExecutionDefaults:
+    return ExecutionDefaults(settings.max_attempts, settings.timeout_seconds)
 
 
 async def _recover(writer_inbox: trio.MemorySendChannel[WriterCommand], boot: int) -> list[Worker]:
@@ -134,6 +150,7 @@ def _start_actors(
     channels: _Channels,
     policy: RestartPolicy,
     workers: dict[int, trio.MemorySendChannel[WorkerMessage]],
+    runtimes: Runtimes,
 ) -> None:
     def rejoin_workers() -> None:
         for worker_id, inbox in workers.items():
@@ -144,7 +161,12 @@ def _start_actors(
         functools.partial(
             supervise,
             "dispatcher",
-            functools.partial(dispatcher.run, channels.dispatcher_inbox, channels.writer),
+            functools.partial(
+                dispatcher.run,
+                channels.dispatcher_inbox,
+                channels.writer,
+                void_suspension=runtimes.void,
+            ),
             policy,
             before_restart=rejoin_workers,
         )
@@ -161,7 +183,7 @@ def _spawn_worker(
     actors: trio.Nursery,
     worker_id: int,
     channels: _Channels,
-    registry: Registry,
+    handlers: worker.Handlers,
     settings: Settings,
     policy: RestartPolicy,
     workers: dict[int, trio.MemorySendChannel[WorkerMessage]],
@@ -172,7 +194,7 @@ def _spawn_worker(
         worker.run,
         worker_id,
         links,
-        registry,
+        handlers,
         heartbeat_interval=settings.heartbeat_interval_seconds,
     )
     actors.start_soon(supervise, f"worker-{worker_id}", actor, policy)
@@ -183,7 +205,7 @@ def _spawn_worker(
 async def _serve_spawn_requests(
     actors: trio.Nursery,
     channels: _Channels,
-    registry: Registry,
+    handlers: worker.Handlers,
     settings: Settings,
     policy: RestartPolicy,
     workers: dict[int, trio.MemorySendChannel[WorkerMessage]],
@@ -191,7 +213,7 @@ async def _serve_spawn_requests(
     async for message in channels.supervisor_inbox:
         match message:
             case SpawnWorker(worker_id=worker_id, reply=reply):
-                _spawn_worker(actors, worker_id, channels, registry, settings, policy, workers)
+                _spawn_worker(actors, worker_id, channels, handlers, settings, policy, workers)
                 answer(reply, outcome.Value(None))
 
 

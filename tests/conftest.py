@@ -6,7 +6,7 @@ file with a fresh handler registry; ``client`` is the HTTP app on top of it.
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -16,6 +16,7 @@ from quart.typing import TestClientProtocol
 from taskq import system
 from taskq.api.app import create_app
 from taskq.config import Settings
+from taskq.execution import Runtimes, open_runtimes
 from taskq.registry import Registry
 from taskq.store import Store
 
@@ -35,6 +36,13 @@ def store(db_url: str) -> Iterator[Store]:
 @pytest.fixture
 def registry() -> Registry:
     return Registry()
+
+
+@pytest.fixture
+async def runtimes() -> AsyncIterator[Runtimes]:
+    """Where executions run, as the supervisor opens it: asyncio loop, process pool."""
+    async with open_runtimes() as opened:
+        yield opened
 
 
 @pytest.fixture

@@ -8,15 +8,18 @@ claim comes back short and set again by ``TasksReady``; because events and
 claims share the writer's order, no wake-up is lost between the two.
 
 It also routes to workers what concerns them: revocations (pause, delete) and
-status changes. A worker's idle announcement counts only while the dispatcher
-believes it active, so a late announcement never hands a task to a worker that
-was just set inactive. After a dispatcher restart the supervisor re-registers
-every worker and asks each to announce itself again.
+status changes. A suspended execution (paused at a checkpoint) has no worker;
+when its task is deleted or rewritten, ``void_suspension`` ends it. A worker's
+idle announcement counts only while the dispatcher believes it active, so a
+late announcement never hands a task to a worker that was just set inactive.
+After a dispatcher restart the supervisor re-registers every worker and asks
+each to announce itself again.
 """
 
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 
 import outcome
 import trio
@@ -28,6 +31,7 @@ from taskq.messages import (
     SetActive,
     StopDispatching,
     StopTask,
+    SuspensionVoided,
     TaskRevoked,
     TasksReady,
     WorkerIdle,
@@ -53,12 +57,21 @@ class _State:
         self.stopped = False
 
 
+def _no_suspensions(task_id: int) -> None:
+    """Without an execution runtime there is nothing suspended to end."""
+
+
 async def run(
     inbox: trio.MemoryReceiveChannel[DispatcherMessage],
     writer: trio.MemorySendChannel[WriterCommand],
+    *,
+    void_suspension: Callable[[int], None] = _no_suspensions,
 ) -> None:
     state = _State()
     async for message in inbox:
+        if isinstance(message, SuspensionVoided):
+            void_suspension(message.task_id)
+            continue
         _handle(state, message)
         if state.idle and state.maybe_ready and not state.stopped:
             await _claim_and_deliver(state, writer)
@@ -73,8 +86,8 @@ def _handle(state: _State, message: DispatcherMessage) -> None:
                 state.idle[worker_id] = None
         case TasksReady():
             state.maybe_ready = True
-        case TaskRevoked(task_id=task_id, worker_id=worker_id):
-            _tell(state, worker_id, StopTask(task_id))
+        case TaskRevoked(task_id=task_id, worker_id=worker_id, suspend=suspend):
+            _tell(state, worker_id, StopTask(task_id, suspend))
         case WorkerStatusChanged(worker_id=worker_id, status=status):
             if status == WorkerStatus.ACTIVE:
                 state.inactive.discard(worker_id)

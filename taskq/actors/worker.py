@@ -1,9 +1,11 @@
 """A Worker: runs the tasks the dispatcher hands it, one at a time.
 
-Each execution runs in a child task inside its own cancel scope, so a pause,
-a delete or the end of a shutdown's grace period stops the handler at its next
-checkpoint. The outcome goes to the writer fenced by the task's attempt: an
-execution that was taken away never overwrites what happened since.
+It holds one execution at a time (``taskq.execution``): it starts it (or, for
+a resumed task, adopts the execution suspended at a checkpoint), waits for its
+ending, and sends the outcome to the writer fenced by the task's attempt, so an
+execution that was taken away never overwrites what happened since. A pause,
+a delete or the end of a shutdown's grace period stops the execution; a pause
+of a handler that checkpoints only suspends it, and the worker moves on.
 
 A worker announces itself idle once per idle spell (``announced``); it says so
 again only when the dispatcher has forgotten it: after being set inactive, or
@@ -13,21 +15,19 @@ it while busy, it waits in ``backlog`` and runs next rather than being lost.
 
 from __future__ import annotations
 
-import json
 import logging
 from collections import deque
 from dataclasses import dataclass, field
-from typing import Any
 
 import outcome
 import trio
 
 from taskq.errors import NotFound, TaskqError
+from taskq.execution import Execution, Outcome, Runtimes
 from taskq.messages import (
     AnnounceIdle,
     DispatcherMessage,
     Drain,
-    FinishTask,
     GetWorker,
     Heartbeat,
     Reply,
@@ -43,21 +43,15 @@ from taskq.messages import (
     request,
 )
 from taskq.models import Task, WorkerStatus
-from taskq.registry import Registry, TaskContext
+from taskq.registry import Registry
 
 log = logging.getLogger(__name__)
 
 
 @dataclass
-class _Execution:
-    task: Task
-    scope: trio.CancelScope = field(default_factory=trio.CancelScope)
-
-
-@dataclass
 class _State:
     active: bool
-    current: _Execution | None = None
+    current: Execution | None = None
     backlog: deque[Task] = field(default_factory=deque)
     drain: Reply | None = None
     announced: bool = False
@@ -77,8 +71,16 @@ class Links:
     writer: trio.MemorySendChannel[WriterCommand]
 
 
+@dataclass(frozen=True, slots=True)
+class Handlers:
+    """What a worker runs tasks with: the handlers by name, and where they run."""
+
+    registry: Registry
+    runtimes: Runtimes
+
+
 async def run(
-    worker_id: int, links: Links, registry: Registry, *, heartbeat_interval: float
+    worker_id: int, links: Links, handlers: Handlers, *, heartbeat_interval: float
 ) -> None:
     # A previous incarnation of this worker may have died mid-task.
     await request(links.writer, lambda reply: RequeueRunning(worker_id, reply))
@@ -88,7 +90,7 @@ async def run(
         nursery.start_soon(_heartbeat, worker_id, links.writer, heartbeat_interval)
         _announce_if_idle(worker_id, state, links)
         async for message in links.inbox:
-            _handle(worker_id, state, message, links, registry, nursery)
+            _handle(worker_id, state, message, links, handlers, nursery)
         nursery.cancel_scope.cancel()
 
 
@@ -97,16 +99,16 @@ def _handle(
     state: _State,
     message: WorkerMessage,
     links: Links,
-    registry: Registry,
+    handlers: Handlers,
     nursery: trio.Nursery,
 ) -> None:
     match message:
         case RunTask(task=task):
             state.announced = False
             state.backlog.append(task)
-            _start_next(worker_id, state, links, registry, nursery)
-        case StopTask(task_id=task_id):
-            _stop(state, task_id)
+            _start_next(worker_id, state, links, handlers, nursery)
+        case StopTask(task_id=task_id, suspend=suspend):
+            _stop(state, task_id, suspend=suspend)
         case SetActive(active=active):
             state.active = active and state.drain is None
             state.announced = state.announced and state.active
@@ -116,7 +118,7 @@ def _handle(
             _announce_if_idle(worker_id, state, links)
         case TaskDone():
             state.current = None
-            _start_next(worker_id, state, links, registry, nursery)
+            _start_next(worker_id, state, links, handlers, nursery)
             _announce_if_idle(worker_id, state, links)
         case Drain(reply=reply):
             state.drain = reply
@@ -127,20 +129,26 @@ def _handle(
         state.drain = None
 
 
-def _stop(state: _State, task_id: int) -> None:
+def _stop(state: _State, task_id: int, *, suspend: bool) -> None:
     if state.current is not None and state.current.task.id == task_id:
-        state.current.scope.cancel()
+        state.current.stop(suspend=suspend)
     state.backlog = deque(task for task in state.backlog if task.id != task_id)
 
 
 def _start_next(
-    worker_id: int, state: _State, links: Links, registry: Registry, nursery: trio.Nursery
+    worker_id: int, state: _State, links: Links, handlers: Handlers, nursery: trio.Nursery
 ) -> None:
     if state.current is not None or not state.backlog or state.drain is not None:
         return
-    execution = _Execution(state.backlog.popleft())
+    task = state.backlog.popleft()
+    execution = handlers.runtimes.take(task.id)
+    if execution is None:
+        registration = handlers.registry.get(task.name)
+        execution = Execution.start(handlers.runtimes, registration, task, worker_id, links.writer)
+    else:
+        execution.adopt(task, worker_id)
     state.current = execution
-    nursery.start_soon(_execute, worker_id, execution, links, registry)
+    nursery.start_soon(_execute, task, execution, links, handlers.runtimes)
 
 
 def _announce_if_idle(worker_id: int, state: _State, links: Links) -> None:
@@ -149,38 +157,14 @@ def _announce_if_idle(worker_id: int, state: _State, links: Links) -> None:
         state.announced = True
 
 
-async def _execute(worker_id: int, execution: _Execution, links: Links, registry: Registry) -> None:
-    task = execution.task
-    with execution.scope:
-        succeeded, result, error = await _run_handler(worker_id, task, registry)
-    if not execution.scope.cancelled_caught:
+async def _execute(task: Task, execution: Execution, links: Links, runtimes: Runtimes) -> None:
+    ended = await execution.ending()
+    if isinstance(ended, Outcome):
         # Not awaited: the worker's next claim then rides in the same commit as this
         # outcome. No one was promised the outcome, so if it is lost in a crash the
         # task is still `running` on disk and runs again after recovery.
-        await links.writer.send(
-            FinishTask(task.id, task.attempt, succeeded, result, error, reply=None)
-        )
+        await links.writer.send(runtimes.finish_command(task, ended))
     links.inbox_send.send_nowait(TaskDone(task.id))
-
-
-async def _run_handler(
-    worker_id: int, task: Task, registry: Registry
-) -> tuple[bool, Any, str | None]:
-    """Run the task's handler; every way it can go wrong becomes a failure text."""
-    registration = registry.get(task.name)
-    if registration is None:
-        return False, None, f"no handler is registered for task name {task.name!r}"
-    context = TaskContext(task.id, task.name, task.attempt, worker_id)
-    try:
-        result = await registration.invoke(task.payload, context)
-    except Exception as exc:
-        log.info("task %d (%s) failed: %r", task.id, task.name, exc)
-        return False, None, f"{type(exc).__name__}: {exc}"
-    try:
-        json.dumps(result, allow_nan=False)
-    except (TypeError, ValueError, RecursionError) as exc:
-        return False, None, f"the handler's result is not JSON-serialisable: {exc}"
-    return True, result, None
 
 
 async def _heartbeat(

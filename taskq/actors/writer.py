@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable, Sequence
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 
 import outcome
@@ -39,11 +39,14 @@ from taskq.messages import (
     ListWorkers,
     PauseTask,
     PromoteDueTasks,
+    ReportProgress,
     RequeueRunning,
     RestoreWorkers,
     ResumeTask,
+    RetryTask,
     SchedulerMessage,
     SetWorkerStatus,
+    SuspensionVoided,
     TaskRevoked,
     TaskScheduled,
     TasksReady,
@@ -148,17 +151,27 @@ def _apply(tx: Tx, command: WriterCommand, now: datetime) -> tuple[Any, list[Eve
             return tx.list_tasks(skip, limit, status), []
         case UpdateTask(task_id=task_id, changes=changes):
             task = tx.update_task(task_id, changes, now)
-            return task, _waiting_events(task)
+            rewritten = not changes.fields.isdisjoint({"name", "payload"})
+            return task, _waiting_events(task) + ([SuspensionVoided(task_id)] if rewritten else [])
         case DeleteTask(task_id=task_id):
-            return None, _revoked_events(tx.delete_task(task_id))
+            return None, _revoked_events(tx.delete_task(task_id), suspend=False)
         case PauseTask(task_id=task_id):
             revoked = tx.pause_task(task_id, now)
-            return revoked.task, _revoked_events(revoked)
+            return revoked.task, _revoked_events(revoked, suspend=True)
         case ResumeTask(task_id=task_id):
             task = tx.resume_task(task_id, now)
             return task, _waiting_events(task)
+        case RetryTask(task_id=task_id):
+            task = tx.retry_task(task_id, now)
+            return task, _waiting_events(task)
         case ClaimTasks(worker_ids=worker_ids):
             return tx.claim(worker_ids, now), []
+        case FinishTask(retry_after=float() as delay, error=str() as error):
+            at = now + timedelta(seconds=delay)
+            written = tx.schedule_retry(
+                command.task_id, command.attempt, error=error, at=at, now=now
+            )
+            return written, [TaskScheduled(at)] if written else []
         case FinishTask():
             written = tx.finish(
                 command.task_id,
@@ -169,6 +182,8 @@ def _apply(tx: Tx, command: WriterCommand, now: datetime) -> tuple[Any, list[Eve
                 now=now,
             )
             return written, []
+        case ReportProgress(task_id=task_id, attempt=attempt, progress=progress):
+            return tx.record_progress(task_id, attempt, progress, now), []
         case PromoteDueTasks(now=due_by):
             promoted, next_due = tx.promote_due(due_by)
             return next_due, [TasksReady()] if promoted else []
@@ -199,10 +214,12 @@ def _waiting_events(task: Task) -> list[Event]:
     return []
 
 
-def _revoked_events(revoked: Revoked) -> list[Event]:
-    if revoked.worker_id is None:
+def _revoked_events(revoked: Revoked, *, suspend: bool) -> list[Event]:
+    if revoked.worker_id is not None:
+        return [TaskRevoked(revoked.task.id, revoked.worker_id, suspend)]
+    if suspend:
         return []
-    return [TaskRevoked(revoked.task.id, revoked.worker_id)]
+    return [SuspensionVoided(revoked.task.id)]
 
 
 def _publish(
@@ -220,7 +237,7 @@ def _publish(
                     ready_sent = True
             case TaskScheduled():
                 _send(scheduler, event)
-            case TaskRevoked() | WorkerStatusChanged():
+            case TaskRevoked() | SuspensionVoided() | WorkerStatusChanged():
                 _send(dispatcher, event)
 
 

@@ -24,7 +24,7 @@ from taskq.api.schemas import (
     worker_json,
 )
 from taskq.models import Priority, TaskChanges, WorkerStatus
-from taskq.queue import Queue
+from taskq.queue import DEFAULT, Queue
 
 Response = tuple[Any, int]
 
@@ -47,11 +47,14 @@ def _tasks(queue: Queue) -> Blueprint:
     @tasks.post("/", strict_slashes=False)
     @validate_request(TaskCreate)
     async def create_task(data: TaskCreate) -> Response:
+        given = data.model_fields_set
         task = await queue.submit(
             data.name,
             data.payload,
             priority=Priority(data.priority),
             scheduled_at=data.scheduled_at,
+            max_attempts=data.max_attempts if data.max_attempts is not None else DEFAULT,
+            timeout=data.timeout if "timeout" in given else DEFAULT,
         )
         return task_json(task), 201
 
@@ -76,6 +79,8 @@ def _tasks(queue: Queue) -> Blueprint:
             payload=data.payload,
             priority=None if data.priority is None else Priority(data.priority),
             scheduled_at=data.scheduled_at,
+            max_attempts=data.max_attempts,
+            timeout=data.timeout,
         )
         task = await queue.update_task(parse_id(task_id, "task_id"), changes)
         return task_json(task), 200
@@ -92,6 +97,10 @@ def _tasks(queue: Queue) -> Blueprint:
     @tasks.patch("/<task_id>/resume")
     async def resume_task(task_id: str) -> Response:
         return task_json(await queue.resume_task(parse_id(task_id, "task_id"))), 200
+
+    @tasks.post("/<task_id>/retry")
+    async def retry_task(task_id: str) -> Response:
+        return task_json(await queue.retry_task(parse_id(task_id, "task_id"))), 200
 
     return tasks
 

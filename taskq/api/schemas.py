@@ -24,7 +24,9 @@ from pydantic import (
 from taskq.config import (
     LIST_LIMIT_DEFAULT,
     LIST_LIMIT_MAX,
+    MAX_ATTEMPTS_LIMIT,
     TASK_NAME_MAX_LENGTH,
+    TIMEOUT_MAX_SECONDS,
     WORKER_NAME_MAX_LENGTH,
 )
 from taskq.models import Priority, Task, TaskStatus, Worker
@@ -61,6 +63,11 @@ TaskName = Annotated[StrictStr, Field(min_length=1, max_length=TASK_NAME_MAX_LEN
 WorkerName = Annotated[StrictStr, Field(min_length=1, max_length=WORKER_NAME_MAX_LENGTH)]
 # Strict: "3" or 3.0 or true are not priorities.
 PriorityValue = Annotated[int, Field(strict=True, ge=Priority.LOW, le=Priority.CRITICAL)]
+MaxAttempts = Annotated[int, Field(strict=True, ge=1, le=MAX_ATTEMPTS_LIMIT)]
+# Strict: a number of seconds, not "30" or true; no NaN or Infinity either.
+TimeoutSeconds = Annotated[
+    float, Field(strict=True, gt=0, le=TIMEOUT_MAX_SECONDS, allow_inf_nan=False)
+]
 
 
 class _Body(BaseModel):
@@ -68,27 +75,37 @@ class _Body(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
 
-class TaskCreate(_Body):
+class _TaskBody(_Body):
+    """Null is a value only for ``scheduled_at`` (now) and ``timeout`` (none)."""
+
+    @model_validator(mode="after")
+    def _no_null_where_a_value_is_needed(self) -> Self:
+        for field in ("name", "payload", "priority", "max_attempts"):
+            if field in self.model_fields_set and getattr(self, field) is None:
+                raise ValueError(f"{field} may not be null")
+        return self
+
+
+class TaskCreate(_TaskBody):
+    """``max_attempts`` and ``timeout`` left out take the handler's or the system's default."""
+
     name: TaskName
     payload: Payload
     priority: PriorityValue = Priority.MEDIUM
     scheduled_at: UtcDatetime | None = None
+    max_attempts: MaxAttempts | None = None
+    timeout: TimeoutSeconds | None = None
 
 
-class TaskUpdate(_Body):
-    """Every field optional; only those present are changed (null only for scheduled_at)."""
+class TaskUpdate(_TaskBody):
+    """Every field optional; only those present are changed."""
 
     name: TaskName | None = None
     payload: Payload | None = None
     priority: PriorityValue | None = None
     scheduled_at: UtcDatetime | None = None
-
-    @model_validator(mode="after")
-    def _no_null_where_a_value_is_needed(self) -> Self:
-        for field in ("name", "payload", "priority"):
-            if field in self.model_fields_set and getattr(self, field) is None:
-                raise ValueError(f"{field} may not be null")
-        return self
+    max_attempts: MaxAttempts | None = None
+    timeout: TimeoutSeconds | None = None
 
 
 class TaskListQuery(BaseModel):
@@ -125,6 +142,10 @@ def task_json(task: Task) -> dict[str, Any]:
         "worker_id": task.worker_id,
         "result": task.result,
         "error": task.error,
+        "attempts": task.attempts,
+        "max_attempts": task.max_attempts,
+        "timeout": task.timeout,
+        "progress": task.progress,
     }
 
 

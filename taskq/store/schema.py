@@ -15,6 +15,7 @@ from sqlalchemy import (
     BigInteger,
     Column,
     DateTime,
+    Float,
     Index,
     Integer,
     MetaData,
@@ -47,6 +48,11 @@ tasks = Table(
     Column("result", JSON(none_as_null=True), nullable=True),
     Column("error", Text, nullable=True),
     Column("attempt", Integer, nullable=False, server_default=text("0")),
+    # Executions counted against ``max_attempts`` (see taskq.models.Task).
+    Column("attempts", Integer, nullable=False, server_default=text("0")),
+    Column("max_attempts", Integer, nullable=False, server_default=text("1")),
+    Column("timeout", Float, nullable=True),
+    Column("progress", JSON(none_as_null=True), nullable=True),
     # Never reuse the id of a deleted task: a client holding it must get 404.
     sqlite_autoincrement=True,
 )

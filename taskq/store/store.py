@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Engine, Row, delete, func, insert, select, update
+from sqlalchemy import Engine, Row, Update, delete, func, insert, select, update
 from sqlalchemy.engine import Connection
 
 from taskq.errors import Conflict, NotFound
@@ -41,6 +41,7 @@ CANNOT_PAUSE = (
 )
 CANNOT_RESUME = "Task not found or cannot be resumed (must be in PAUSED state)"
 CANNOT_UPDATE_RUNNING = "Task is running and cannot be updated; pause it first"
+CANNOT_RETRY = "Task cannot be retried (must be in FAILED state)"
 
 
 @dataclass(frozen=True, slots=True)
@@ -91,6 +92,8 @@ class Tx:
                 created_at=now,
                 updated_at=now,
                 attempt=0,
+                max_attempts=new.max_attempts,
+                timeout=new.timeout,
             )
             .returning(*tasks.c)
         ).one()
@@ -131,8 +134,16 @@ class Tx:
         current = self._lock_task(task_id, CANNOT_PAUSE)
         if not allowed(Action.PAUSE, current.status):
             raise NotFound(CANNOT_PAUSE)
-        paused = self._set(task_id, status=TaskStatus.PAUSED, worker_id=None, updated_at=now)
-        return Revoked(paused, _running_worker(current))
+        worker_id = _running_worker(current)
+        given_back = 0 if worker_id is None else 1
+        paused = self._set(
+            task_id,
+            status=TaskStatus.PAUSED,
+            worker_id=None,
+            attempts=tasks.c.attempts - given_back,
+            updated_at=now,
+        )
+        return Revoked(paused, worker_id)
 
     def resume_task(self, task_id: int, now: datetime) -> Task:
         current = self._lock_task(task_id, CANNOT_RESUME)
@@ -141,6 +152,26 @@ class Tx:
         return self._set(
             task_id,
             status=waiting_status(current.scheduled_at, now),
+            started_at=None,
+            completed_at=None,
+            updated_at=now,
+        )
+
+    def retry_task(self, task_id: int, now: datetime) -> Task:
+        """Put a failed task back in the queue with a fresh attempt budget.
+
+        ``attempts`` starts again at 0; the fencing ``attempt`` goes on counting,
+        so nothing an earlier execution might still send can land.
+        """
+        current = self._lock_task(task_id, TASK_NOT_FOUND)
+        if not allowed(Action.RETRY, current.status):
+            raise Conflict(CANNOT_RETRY)
+        return self._set(
+            task_id,
+            status=waiting_status(current.scheduled_at, now),
+            attempts=0,
+            result=None,
+            progress=None,
             started_at=None,
             completed_at=None,
             updated_at=now,
@@ -165,6 +196,7 @@ class Tx:
                 task_id,
                 status=TaskStatus.RUNNING,
                 attempt=tasks.c.attempt + 1,
+                attempts=tasks.c.attempts + 1,
                 worker_id=worker_id,
                 started_at=now,
                 completed_at=None,
@@ -201,6 +233,39 @@ class Tx:
         )
         return written.rowcount == 1
 
+    def schedule_retry(
+        self, task_id: int, attempt: int, *, error: str, at: datetime, now: datetime
+    ) -> bool:
+        """A failed execution with attempts left: wait until ``at``, keeping the error.
+
+        Fenced like ``finish``; False when the execution was taken away meanwhile.
+        """
+        written = self.connection.execute(
+            self._running_attempt(task_id, attempt).values(
+                status=TaskStatus.SCHEDULED,
+                scheduled_at=at,
+                worker_id=None,
+                error=error,
+                progress=None,
+                updated_at=now,
+            )
+        )
+        return written.rowcount == 1
+
+    def record_progress(self, task_id: int, attempt: int, progress: Any, now: datetime) -> bool:
+        """Fenced like ``finish``: a stale execution's progress is dropped."""
+        written = self.connection.execute(
+            self._running_attempt(task_id, attempt).values(progress=progress, updated_at=now)
+        )
+        return written.rowcount == 1
+
+    def _running_attempt(self, task_id: int, attempt: int) -> Update:
+        return update(tasks).where(
+            tasks.c.id == task_id,
+            tasks.c.status.in_(SOURCES[Action.FINISH]),
+            tasks.c.attempt == attempt,
+        )
+
     def promote_due(self, now: datetime) -> tuple[int, datetime | None]:
         """Make due scheduled tasks pending; return how many, and when the next is due."""
         promoted = self.connection.execute(
@@ -214,12 +279,21 @@ class Tx:
         return promoted, next_due
 
     def requeue_running(self, worker_id: int | None, now: datetime) -> int:
-        """Put running tasks (of one worker, or all) back to pending; they run again."""
+        """Put running tasks (of one worker, or all) back to pending; they run again.
+
+        The interrupted execution did not fail, so it gives back its attempt.
+        """
         query = update(tasks).where(tasks.c.status.in_(SOURCES[Action.REQUEUE]))
         if worker_id is not None:
             query = query.where(tasks.c.worker_id == worker_id)
         requeued = self.connection.execute(
-            query.values(status=TaskStatus.PENDING, worker_id=None, started_at=None, updated_at=now)
+            query.values(
+                status=TaskStatus.PENDING,
+                worker_id=None,
+                started_at=None,
+                attempts=tasks.c.attempts - 1,
+                updated_at=now,
+            )
         )
         return int(requeued.rowcount)
 
@@ -326,6 +400,10 @@ def _task(row: Row[Any]) -> Task:
         result=row.result,
         error=row.error,
         attempt=row.attempt,
+        attempts=row.attempts,
+        max_attempts=row.max_attempts,
+        timeout=row.timeout,
+        progress=row.progress,
     )
 
 

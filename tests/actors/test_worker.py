@@ -12,6 +12,7 @@ import trio
 import trio.testing
 
 from taskq.actors import worker, writer
+from taskq.execution import Runtimes
 from taskq.messages import (
     AnnounceIdle,
     ClaimTasks,
@@ -76,11 +77,11 @@ class Handlers:
 
 
 class Harness:
-    def __init__(self, registry: Registry, nursery: trio.Nursery) -> None:
+    def __init__(self, registry: Registry, runtimes: Runtimes, nursery: trio.Nursery) -> None:
         self.handlers = Handlers()
         for name in ("double", "hold", "boom", "unserialisable", "blocking"):
             registry.task(name)(getattr(self.handlers, name))
-        self.registry = registry
+        self.handlers_in = worker.Handlers(registry, runtimes)
         self.nursery = nursery
         self.inbox, inbox = trio.open_memory_channel[WorkerMessage](math.inf)
         dispatcher_send, self.dispatcher = trio.open_memory_channel[DispatcherMessage](math.inf)
@@ -92,7 +93,7 @@ class Harness:
     def start(self, *, status: WorkerStatus = WorkerStatus.ACTIVE) -> None:
         self.nursery.start_soon(self._fake_writer, status)
         self.nursery.start_soon(
-            lambda: worker.run(WORKER, self.links, self.registry, heartbeat_interval=10.0)
+            lambda: worker.run(WORKER, self.links, self.handlers_in, heartbeat_interval=10.0)
         )
 
     async def _fake_writer(self, status: WorkerStatus) -> None:
@@ -126,8 +127,8 @@ class Harness:
 
 
 @pytest.fixture
-async def harness(registry: Registry, nursery: trio.Nursery) -> Harness:
-    return Harness(registry, nursery)
+async def harness(registry: Registry, runtimes: Runtimes, nursery: trio.Nursery) -> Harness:
+    return Harness(registry, runtimes, nursery)
 
 
 @pytest.fixture
@@ -155,7 +156,9 @@ async def test_runs_a_task_and_reports_its_outcome_fenced_by_the_attempt(
     started.inbox.send_nowait(RunTask(task))
 
     assert await receive(started.finished) == FinishTask(5, 3, True, {"x": 42}, None, None)
-    assert started.handlers.contexts == [TaskContext(5, "double", 3, WORKER)]
+    assert [(c.task_id, c.name, c.attempt, c.worker_id) for c in started.handlers.contexts] == [
+        (5, "double", 3, WORKER)
+    ]
 
 
 async def test_runs_a_blocking_handler_in_a_thread(started: Harness) -> None:
@@ -359,7 +362,7 @@ async def test_heartbeats_on_its_interval(
 
 
 async def test_with_the_real_writer_the_outcome_lands_on_the_claimed_task(
-    store: Store, registry: Registry, nursery: trio.Nursery
+    store: Store, registry: Registry, runtimes: Runtimes, nursery: trio.Nursery
 ) -> None:
     registry.task("double")(Handlers().double)
     writer_send, writer_inbox = trio.open_memory_channel[WriterCommand](math.inf)
@@ -370,7 +373,8 @@ async def test_with_the_real_writer_the_outcome_lands_on_the_claimed_task(
     task = await request(writer_send, lambda r: CreateTask(NewTask("double", {"x": 4}), r))
     inbox_send, inbox = trio.open_memory_channel[WorkerMessage](math.inf)
     links = worker.Links(inbox, inbox_send, dispatcher_send, writer_send)
-    nursery.start_soon(lambda: worker.run(me.id, links, registry, heartbeat_interval=60.0))
+    handlers = worker.Handlers(registry, runtimes)
+    nursery.start_soon(lambda: worker.run(me.id, links, handlers, heartbeat_interval=60.0))
     assert await receive(dispatcher) == TasksReady()
     assert await receive(dispatcher) == WorkerIdle(me.id)
 

@@ -31,6 +31,7 @@ from taskq.messages import (
     ResumeTask,
     SchedulerMessage,
     SetWorkerStatus,
+    SuspensionVoided,
     TaskRevoked,
     TaskScheduled,
     TasksReady,
@@ -297,14 +298,14 @@ async def test_a_scheduled_task_tells_the_scheduler_its_time(started: Harness) -
     assert await started.events() == ([], [TaskScheduled(LATER)])
 
 
-async def test_pausing_a_running_task_revokes_it(started: Harness) -> None:
+async def test_pausing_a_running_task_revokes_it_to_suspend(started: Harness) -> None:
     task = await started.create()
     await claim(started, 3)
     await started.events()
 
     await started.ask(lambda r: PauseTask(task.id, r))
 
-    assert await started.events() == ([TaskRevoked(task.id, 3)], [])
+    assert await started.events() == ([TaskRevoked(task.id, 3, suspend=True)], [])
 
 
 async def test_deleting_a_running_task_revokes_it(started: Harness) -> None:
@@ -317,14 +318,16 @@ async def test_deleting_a_running_task_revokes_it(started: Harness) -> None:
     assert await started.events() == ([TaskRevoked(task.id, 3)], [])
 
 
-async def test_pausing_or_deleting_a_waiting_task_revokes_nothing(started: Harness) -> None:
+async def test_pausing_or_deleting_a_waiting_task_only_voids_its_suspension(
+    started: Harness,
+) -> None:
     paused, deleted = await started.create(), await started.create()
     await started.events()
 
     await started.ask(lambda r: PauseTask(paused.id, r))
     await started.ask(lambda r: DeleteTask(deleted.id, r))
 
-    assert await started.events() == ([], [])
+    assert await started.events() == ([SuspensionVoided(deleted.id)], [])
 
 
 async def test_resuming_a_task_makes_it_ready(started: Harness) -> None:

@@ -38,6 +38,10 @@ TASK_FIELDS = [
     "worker_id",
     "result",
     "error",
+    "attempts",
+    "max_attempts",
+    "timeout",
+    "progress",
 ]
 WORKER_FIELDS = ["id", "name", "status", "last_heartbeat", "created_at", "updated_at"]
 # The API document's format: no offset, microseconds only where the time has them.

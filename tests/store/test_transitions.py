@@ -33,6 +33,7 @@ EXPECTED: dict[Action, set[TaskStatus]] = {
     Action.RESUME: {Z},
     Action.UPDATE: {P, S, Z, C, F},
     Action.DELETE: {P, S, R, Z, C, F},
+    Action.RETRY: {F},
 }
 
 
@@ -153,3 +154,25 @@ def test_store_requeue(store: Store, status: TaskStatus) -> None:
         requeued = tx.requeue_running(None, NOW)
     assert requeued == (1 if status in EXPECTED[Action.REQUEUE] else 0)
     assert status_of(store, task.id) == (TaskStatus.PENDING if requeued else status)
+
+
+@statuses
+def test_store_retry(store: Store, status: TaskStatus) -> None:
+    task = task_in(store, status)
+    with store.transaction() as tx:
+        if status in EXPECTED[Action.RETRY]:
+            retried = tx.retry_task(task.id, NOW)
+            assert (retried.status, retried.attempts) == (TaskStatus.PENDING, 0)
+        else:
+            with pytest.raises(Conflict):
+                tx.retry_task(task.id, NOW)
+            assert tx.get_task(task.id).status == status
+
+
+@statuses
+def test_store_schedule_retry_is_fenced_like_finish(store: Store, status: TaskStatus) -> None:
+    task = task_in(store, status)
+    with store.transaction() as tx:
+        written = tx.schedule_retry(task.id, task.attempt, error="boom", at=LATER, now=NOW)
+    assert written is (status in EXPECTED[Action.FINISH])
+    assert status_of(store, task.id) == (TaskStatus.SCHEDULED if written else status)

@@ -1,0 +1,393 @@
+"""One execution of a handler: its runtime, its time limit, its outcome, its pauses.
+
+Where an execution lives: every execution runs as a Trio task in the nursery of
+``Runtimes`` (opened once per process by the supervisor, beside the process's one
+asyncio loop and its pool of worker processes), not in a worker. A worker *holds*
+an execution: it waits for its ending and reports the outcome. A pause at a
+checkpoint ends the hold but not the execution: the handler waits inside
+``checkpoint()``, local state intact, listed in ``Runtimes.suspended`` under its
+task id, while its worker takes other work. A resume puts the task back in the
+queue; whichever worker claims it finds the execution there and adopts it under
+its new claim (so the attempt fence still holds) instead of starting a second one.
+
+How each runtime is stopped (pause, delete, timeout, shutdown): Trio handlers
+are cancelled at their next ``await``; asyncio ones have their asyncio task
+cancelled; process ones have their worker process killed (the pool starts a
+fresh one); thread ones cannot be stopped by Python: they are abandoned, and
+whatever they return later is discarded by the fence.
+"""
+
+from __future__ import annotations
+
+import enum
+import functools
+import json
+import logging
+import math
+import random
+from collections.abc import AsyncIterator, Callable, Mapping
+from contextlib import asynccontextmanager
+from dataclasses import dataclass, field
+from typing import Any
+
+import trio
+import trio_asyncio
+import trio_parallel
+
+from taskq.config import (
+    CHECKPOINT_GRACE_SECONDS,
+    DEFAULT_RETRY_BACKOFF_MAX_SECONDS,
+    DEFAULT_RETRY_BACKOFF_SECONDS,
+)
+from taskq.context import TaskContext
+from taskq.errors import TaskqError
+from taskq.messages import FinishTask, ReportProgress, WriterCommand, request
+from taskq.models import Task
+from taskq.registry import Registration, Runtime
+
+log = logging.getLogger(__name__)
+
+
+class Permanent(Exception):
+    """Raise it from a handler to fail the task at once, whatever attempts are left."""
+
+
+# The same thing under the name some teams look for first.
+NoRetry = Permanent
+
+
+class ResultNotJson(Permanent):
+    """The handler's result cannot be stored; running it again would not change that."""
+
+
+class Ending(enum.Enum):
+    """How a hold ends when the handler has no outcome to report."""
+
+    SUSPENDED = "suspended"  # waits at a checkpoint; the worker moves on
+    CANCELLED = "cancelled"  # stopped: the task was paused, deleted or re-queued
+    HANDED_OVER = "handed over"  # resumed, and adopted by a new claim, before it suspended
+
+
+@dataclass(frozen=True, slots=True)
+class Outcome:
+    succeeded: bool
+    result: Any
+    error: str | None
+    # False: fail now, whatever attempts are left.
+    retryable: bool = True
+
+
+Ended = Outcome | Ending
+
+
+@dataclass(frozen=True, slots=True)
+class RetryPolicy:
+    """Exponential backoff with jitter and a cap.
+
+    After the n-th failed attempt the task waits
+    ``min(backoff_max_seconds, backoff_seconds * 2**(n-1)) * uniform(0.5, 1)``:
+    the doubling spaces retries out, the cap bounds the wait, and the jitter
+    keeps tasks that failed together from all retrying in the same instant.
+    """
+
+    backoff_seconds: float = DEFAULT_RETRY_BACKOFF_SECONDS
+    backoff_max_seconds: float = DEFAULT_RETRY_BACKOFF_MAX_SECONDS
+
+    def delay(self, failures: int, rng: random.Random) -> float:
+        doubled = self.backoff_seconds * 2.0 ** min(failures - 1, 64)
+        return min(self.backoff_max_seconds, doubled) * rng.uniform(0.5, 1.0)
+
+
+class Runtimes:
+    """What every execution of the process shares: the nursery they run in, the
+    asyncio loop, the process pool, the retry policy, and the suspended executions."""
+
+    def __init__(
+        self,
+        nursery: trio.Nursery,
+        loop: trio_asyncio.TrioEventLoop,
+        processes: trio_parallel.WorkerContext,
+        *,
+        retry: RetryPolicy,
+        checkpoint_grace: float,
+        rng: random.Random,
+    ) -> None:
+        self.nursery = nursery
+        self.loop = loop
+        self.processes = processes
+        self.retry = retry
+        self.checkpoint_grace = checkpoint_grace
+        self.rng = rng
+        self.suspended: dict[int, Execution] = {}
+
+    def take(self, task_id: int) -> Execution | None:
+        """The suspended execution of ``task_id``, which the caller now continues."""
+        return self.suspended.pop(task_id, None)
+
+    def void(self, task_id: int) -> None:
+        """End the suspended execution of a task that was deleted or rewritten."""
+        execution = self.suspended.pop(task_id, None)
+        if execution is not None:
+            execution.cancel()
+
+    def finish_command(self, task: Task, outcome: Outcome) -> FinishTask:
+        """The outcome as the writer takes it: a failure with attempts left is retried."""
+        retry_after = None
+        if not outcome.succeeded and outcome.retryable and task.attempts < task.max_attempts:
+            retry_after = self.retry.delay(task.attempts, self.rng)
+        return FinishTask(
+            task.id,
+            task.attempt,
+            outcome.succeeded,
+            outcome.result,
+            outcome.error,
+            reply=None,
+            retry_after=retry_after,
+        )
+
+
+@asynccontextmanager
+async def open_runtimes(
+    *,
+    retry: RetryPolicy | None = None,
+    checkpoint_grace: float = CHECKPOINT_GRACE_SECONDS,
+    rng: random.Random | None = None,
+) -> AsyncIterator[Runtimes]:
+    """Open the asyncio loop and the process pool once; on exit, stop what still runs."""
+    async with (
+        trio_asyncio.open_loop() as loop,
+        trio_parallel.open_worker_context() as processes,
+        trio.open_nursery() as nursery,
+    ):
+        try:
+            yield Runtimes(
+                nursery,
+                loop,
+                processes,
+                retry=retry or RetryPolicy(),
+                checkpoint_grace=checkpoint_grace,
+                rng=rng or random.Random(),
+            )
+        finally:
+            nursery.cancel_scope.cancel()
+
+
+@dataclass(eq=False)
+class _Hold:
+    """One worker's hold on an execution; ``ending`` is set once, with ``done``."""
+
+    done: trio.Event = field(default_factory=trio.Event)
+    ending: Ended = Ending.CANCELLED
+
+
+class Execution:
+    """A handler's run, from its start to its outcome, across the pauses in between."""
+
+    def __init__(
+        self,
+        runtimes: Runtimes,
+        registration: Registration | None,
+        task: Task,
+        worker_id: int,
+        writer: trio.MemorySendChannel[WriterCommand],
+    ) -> None:
+        self.task = task
+        self.context = TaskContext(task.id, task.name, task.attempt, worker_id, self)
+        self._runtimes = runtimes
+        self._registration = registration
+        self._writer = writer
+        self._scope = trio.CancelScope()
+        self._hold = _Hold()
+        self._limit: trio.CancelScope | None = None
+        self._checkpoints = False
+        self._pauses = 0
+        # The pause this execution should suspend for at its next checkpoint; 0: none.
+        self._pause_asked = 0
+        self._resumed: trio.Event | None = None
+        self._progress: Any = None
+        self._progress_dirty = False
+        self._flushing: trio.Event | None = None
+
+    @classmethod
+    def start(
+        cls,
+        runtimes: Runtimes,
+        registration: Registration | None,
+        task: Task,
+        worker_id: int,
+        writer: trio.MemorySendChannel[WriterCommand],
+    ) -> Execution:
+        execution = cls(runtimes, registration, task, worker_id, writer)
+        runtimes.nursery.start_soon(execution._run)
+        return execution
+
+    async def ending(self) -> Ended:
+        """Wait for the end of the current hold.
+
+        A holder cancelled while it waits (its worker crashed or is shutting down)
+        takes the execution down with it: nobody would report its outcome.
+        """
+        hold = self._hold
+        try:
+            await hold.done.wait()
+        except trio.Cancelled:
+            if self._hold is hold:
+                self.cancel()
+            raise
+        return hold.ending
+
+    def stop(self, *, suspend: bool) -> None:
+        """Cancel now; or, for a pause of a handler that checkpoints, suspend at the
+        next checkpoint, cancelling after the grace period if none comes."""
+        if not (suspend and self._checkpoints):
+            self.cancel()
+            return
+        if self._pause_asked:
+            return
+        self._pauses += 1
+        self._pause_asked = self._pauses
+        self._runtimes.suspended[self.task.id] = self
+        self._runtimes.nursery.start_soon(self._cancel_unless_suspended, self._pauses)
+
+    def cancel(self) -> None:
+        self._scope.cancel()
+
+    def adopt(self, task: Task, worker_id: int) -> None:
+        """Continue under a new claim of the resumed task."""
+        self._release(Ending.HANDED_OVER)
+        self._hold = _Hold()
+        self._pause_asked = 0
+        self.task = task
+        self.context.attempt = task.attempt
+        self.context.worker_id = worker_id
+        if self._resumed is not None:
+            self._resumed.set()
+
+    async def checkpoint(self) -> None:
+        self._checkpoints = True
+        if not self._pause_asked:
+            await trio.lowlevel.checkpoint()
+            return
+        self._pause_asked = 0
+        resumed = self._resumed = trio.Event()
+        remaining = self._stop_the_clock()
+        self._release(Ending.SUSPENDED)
+        try:
+            await resumed.wait()
+        finally:
+            self._resumed = None
+        self._restart_the_clock(remaining)
+
+    async def report_progress(self, progress: Any) -> None:
+        _json_text(progress, "progress")
+        self._progress = progress
+        self._progress_dirty = True
+        if self._flushing is None:
+            self._flushing = trio.Event()
+            self._runtimes.nursery.start_soon(self._flush_progress, self._flushing)
+        await trio.lowlevel.checkpoint()
+
+    async def _run(self) -> None:
+        with self._scope:
+            ended: Ended = await self._outcome()
+            if self._flushing is not None:
+                await self._flushing.wait()
+        if self._scope.cancelled_caught:
+            ended = Ending.CANCELLED
+        if self._runtimes.suspended.get(self.task.id) is self:
+            del self._runtimes.suspended[self.task.id]
+        self._release(ended)
+
+    async def _outcome(self) -> Outcome:
+        registration = self._registration
+        if registration is None:
+            error = f"no handler is registered for task name {self.task.name!r}"
+            return Outcome(False, None, error, retryable=False)
+        timeout = self.task.timeout
+        deadline = math.inf if timeout is None else trio.current_time() + timeout
+        with trio.CancelScope(deadline=deadline) as limit:
+            self._limit = limit
+            try:
+                result = await self._invoke(registration)
+                _json_text(result, "the handler's result")
+            except ResultNotJson as exc:
+                return Outcome(False, None, str(exc), retryable=False)
+            except Exception as exc:
+                log.info("task %d (%s) failed: %r", self.task.id, self.task.name, exc)
+                error = f"{type(exc).__name__}: {exc}"
+                return Outcome(False, None, error, retryable=not isinstance(exc, Permanent))
+            finally:
+                self._limit = None
+            return Outcome(True, result, None)
+        return Outcome(False, None, f"timed out after {timeout:g} s")
+
+    async def _invoke(self, registration: Registration) -> Any:
+        payload = self.task.payload
+        args = (payload, self.context) if registration.takes_context else (payload,)
+        handler = registration.handler
+        match registration.runtime:
+            case Runtime.TRIO:
+                return await handler(*args)
+            case Runtime.ASYNCIO:
+                return await trio_asyncio.aio_as_trio(handler, loop=self._runtimes.loop)(*args)
+            case Runtime.THREAD:
+                call = functools.partial(handler, *args)
+                return await trio.to_thread.run_sync(call, abandon_on_cancel=True)
+            case Runtime.PROCESS:
+                text = await self._runtimes.processes.run_sync(
+                    _run_in_process, handler, dict(payload), kill_on_cancel=True
+                )
+                return json.loads(text)
+
+    async def _cancel_unless_suspended(self, pause: int) -> None:
+        await trio.sleep(self._runtimes.checkpoint_grace)
+        if self._pause_asked == pause:
+            log.info("task %d reached no checkpoint in time; cancelling it", self.task.id)
+            self.cancel()
+
+    async def _flush_progress(self, flushed: trio.Event) -> None:
+        """Write the latest progress; values reported while a write is in flight
+        collapse into the next one."""
+        try:
+            while self._progress_dirty:
+                self._progress_dirty = False
+                report = functools.partial(
+                    ReportProgress, self.task.id, self.task.attempt, self._progress
+                )
+                await request(self._writer, report)
+        except TaskqError as exc:
+            log.warning("task %d: progress not recorded (%s)", self.task.id, exc)
+        finally:
+            self._flushing = None
+            flushed.set()
+
+    def _release(self, ending: Ended) -> None:
+        hold = self._hold
+        if not hold.done.is_set():
+            hold.ending = ending
+            hold.done.set()
+
+    def _stop_the_clock(self) -> float | None:
+        """A suspended execution's time limit does not run while it is paused."""
+        if self._limit is None or self._limit.deadline == math.inf:
+            return None
+        remaining = self._limit.deadline - trio.current_time()
+        self._limit.deadline = math.inf
+        return remaining
+
+    def _restart_the_clock(self, remaining: float | None) -> None:
+        if self._limit is not None and remaining is not None:
+            self._limit.deadline = trio.current_time() + remaining
+
+
+def _json_text(value: Any, what: str) -> str:
+    try:
+        return json.dumps(value, allow_nan=False)
+    except (TypeError, ValueError, RecursionError) as exc:
+        raise ResultNotJson(f"{what} is not JSON-serialisable: {exc}") from None
+
+
+def _run_in_process(handler: Callable[[Mapping[str, Any]], Any], payload: dict[str, Any]) -> str:
+    """Runs in the worker process: the result crosses back as JSON text, so a result
+    that JSON cannot write fails there, with the same error as in any other runtime."""
+    return _json_text(handler(payload), "the handler's result")
