@@ -312,7 +312,9 @@ class Execution:
                 _json_text(result, "the handler's result")
             except ResultNotJson as exc:
                 return Outcome(False, None, str(exc), retryable=False)
-            except Exception as exc:
+            except (Exception, SystemExit) as exc:
+                # SystemExit too: executions run beside the actors, unsupervised, so a
+                # handler's sys.exit() must fail its task, not stop the process.
                 log.info("task %d (%s) failed: %r", self.task.id, self.task.name, exc)
                 error = f"{type(exc).__name__}: {exc}"
                 return Outcome(False, None, error, retryable=not isinstance(exc, Permanent))

@@ -170,6 +170,10 @@ class Starts:
         self.note()
         raise Permanent("card declined")
 
+    async def leave(self, payload: Mapping[str, Any]) -> None:
+        self.note()
+        raise SystemExit(3)
+
     async def hang(self, payload: Mapping[str, Any]) -> None:
         self.note()
         try:
@@ -191,6 +195,7 @@ def starts(registry: Registry) -> Starts:
     registry.task("flaky")(found.flaky)
     registry.task("refuse")(found.refuse)
     registry.task("hang")(found.hang)
+    registry.task("leave")(found.leave)
     registry.task("hang_asyncio", runtime="asyncio")(found.hang_asyncio)
     return found
 
@@ -243,6 +248,20 @@ async def test_a_permanent_error_fails_at_once_with_attempts_left(
     failed = await pipeline.settled(task.id, TaskStatus.FAILED)
 
     assert (failed.error, failed.attempts, len(starts.times)) == ("Permanent: card declined", 1, 1)
+
+
+async def test_a_handler_calling_sys_exit_fails_its_task_and_nothing_else(
+    pipeline: Pipeline, starts: Starts, mock_clock: trio.testing.MockClock
+) -> None:
+    task = await pipeline.submit("leave", max_attempts=2)
+    await starts.started()
+    await starts.started()  # retried after its backoff, in mock time
+
+    failed = await pipeline.settled(task.id, TaskStatus.FAILED)
+
+    assert (failed.error, failed.attempts) == ("SystemExit: 3", 2)
+    after = await pipeline.submit("taskq.echo", {"still": "here"})
+    assert (await pipeline.settled(after.id, TaskStatus.COMPLETED)).result == {"still": "here"}
 
 
 # --- timeouts ---

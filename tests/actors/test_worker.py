@@ -24,6 +24,7 @@ from taskq.messages import (
     GetTask,
     GetWorker,
     Heartbeat,
+    ReportProgress,
     RequeueRunning,
     RunTask,
     SchedulerMessage,
@@ -75,11 +76,16 @@ class Handlers:
     def blocking(self, payload: Mapping[str, Any]) -> int:
         return 42
 
+    async def chatty(self, payload: Mapping[str, Any], context: TaskContext) -> int:
+        for n in range(1, 101):
+            await context.progress(n)
+        return 100
+
 
 class Harness:
     def __init__(self, registry: Registry, runtimes: Runtimes, nursery: trio.Nursery) -> None:
         self.handlers = Handlers()
-        for name in ("double", "hold", "boom", "unserialisable", "blocking"):
+        for name in ("double", "hold", "boom", "unserialisable", "blocking", "chatty"):
             registry.task(name)(getattr(self.handlers, name))
         self.handlers_in = worker.Handlers(registry, runtimes)
         self.nursery = nursery
@@ -88,6 +94,7 @@ class Harness:
         writer_send, self._writer = trio.open_memory_channel[WriterCommand](math.inf)
         self.links = worker.Links(inbox, self.inbox, dispatcher_send, writer_send)
         self._finished_send, self.finished = trio.open_memory_channel[FinishTask](math.inf)
+        self._progress_send, self.progress = trio.open_memory_channel[ReportProgress](math.inf)
         self.writes: list[type[WriterCommand]] = []
 
     def start(self, *, status: WorkerStatus = WorkerStatus.ACTIVE) -> None:
@@ -107,6 +114,8 @@ class Harness:
                     answer(reply, outcome.Value(me))
                 case FinishTask():
                     self._finished_send.send_nowait(command)
+                case ReportProgress():
+                    self._progress_send.send_nowait(command)
 
     def run(self, task_id: int, name: str, payload: Mapping[str, Any] | None = None) -> None:
         self.inbox.send_nowait(RunTask(running_task(task_id, WORKER, name=name, payload=payload)))
@@ -225,6 +234,27 @@ async def test_stop_task_drops_a_waiting_task(started: Harness) -> None:
 
     assert (await receive(started.finished)).task_id == 5
     await started.no_finish()
+
+
+async def test_progress_reports_are_coalesced_and_written_before_the_outcome(
+    started: Harness,
+) -> None:
+    started.run(5, "chatty")
+
+    first = await receive(started.progress)
+    assert (first.task_id, first.attempt) == (5, 1)
+    assert first.progress < 100
+    await started.no_finish()  # 99 more reports wait behind the write in flight
+    answer(first.reply, outcome.Value(True))
+
+    second = await receive(started.progress)
+    assert second.progress == 100
+    await started.no_finish()
+    answer(second.reply, outcome.Value(True))
+
+    assert (await receive(started.finished)).result == 100
+    with pytest.raises(trio.WouldBlock):
+        started.progress.receive_nowait()
 
 
 # --- failures ---
