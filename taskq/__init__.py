@@ -4,7 +4,8 @@ Register handlers with ``@task("name")``; run the system with ``python -m taskq`
 or, inside your own Trio program, ``await nursery.start(taskq.system.run, ...)``.
 """
 
+from taskq.client import Client
 from taskq.queue import Queue
 from taskq.registry import TaskContext, task
 
-__all__ = ["Queue", "TaskContext", "task"]
+__all__ = ["Client", "Queue", "TaskContext", "task"]

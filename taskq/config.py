@@ -23,6 +23,18 @@ WRITER_BATCH_MAX = 512
 # Commands waiting for the writer; a full inbox makes senders wait (backpressure).
 WRITER_INBOX_SIZE = 4096
 
+# The events hub keeps this many recent changes for ``Last-Event-ID`` resume.
+EVENTS_RING_SIZE = 1024
+# Changes one subscriber may fall behind by before it is dropped (it may reconnect).
+EVENTS_SUBSCRIBER_BUFFER = 4096
+# An idle event stream sends a comment this often, so proxies keep it open
+# and a vanished client is noticed.
+EVENTS_KEEPALIVE_SECONDS = 15.0
+# Distinct task names the metrics label before lumping the rest together.
+METRICS_TASK_NAMES_MAX = 200
+# /readyz gives the database this long to answer.
+READY_TIMEOUT_SECONDS = 2.0
+
 LIST_LIMIT_DEFAULT = 100
 LIST_LIMIT_MAX = 1000
 TASK_NAME_MAX_LENGTH = 255

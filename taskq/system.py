@@ -15,21 +15,23 @@ from __future__ import annotations
 import functools
 import logging
 import math
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
+from typing import Protocol
 
 import outcome
 import trio
 from hypercorn.config import Config
 from hypercorn.trio import serve
 
-from taskq.actors import dispatcher, scheduler, worker, writer
+from taskq.actors import dispatcher, hub, scheduler, worker, writer
 from taskq.api.app import create_app
 from taskq.config import WRITER_INBOX_SIZE, Settings
 from taskq.messages import (
     AnnounceIdle,
     DispatcherMessage,
     Drain,
+    HubMessage,
     RequeueRunning,
     RestoreWorkers,
     SchedulerMessage,
@@ -42,11 +44,13 @@ from taskq.messages import (
     answer,
     request,
 )
+from taskq.metrics import Metrics
 from taskq.models import Worker
+from taskq.monitor import Monitor
 from taskq.queue import Queue
 from taskq.registry import Registry
 from taskq.store import Store
-from taskq.supervision import RestartPolicy, supervise
+from taskq.supervision import Liveness, RestartPolicy, supervise
 
 log = logging.getLogger(__name__)
 
@@ -59,6 +63,19 @@ class Running:
     stop: Callable[[], None]
     # Where HTTP is served ("http://host:port"), or None when it is not.
     url: str | None
+    monitor: Monitor
+
+
+class Supervised(Protocol):
+    """``supervise`` with this system's restart policy and liveness bound in."""
+
+    def __call__(
+        self,
+        name: str,
+        actor: Callable[[], Awaitable[None]],
+        *,
+        before_restart: Callable[[], None] | None = None,
+    ) -> Awaitable[None]: ...
 
 
 class _Channels:
@@ -73,6 +90,8 @@ class _Channels:
         self.supervisor, self.supervisor_inbox = trio.open_memory_channel[SupervisorMessage](
             math.inf
         )
+        # Unbounded so the writer never waits for the hub; the hub bounds each subscriber.
+        self.hub, self.hub_inbox = trio.open_memory_channel[HubMessage](math.inf)
 
 
 async def run(
@@ -89,10 +108,14 @@ async def run(
     channels = _Channels()
     workers: dict[int, trio.MemorySendChannel[WorkerMessage]] = {}
     stopping = trio.Event()
+    monitor = Monitor(Metrics(), Liveness(), channels.hub)
+    supervised = functools.partial(supervise, policy=policy, liveness=monitor.liveness)
     try:
         async with trio.open_nursery() as core:
+            events = functools.partial(hub.run, channels.hub_inbox, hub.HubState(), monitor.metrics)
+            core.start_soon(supervised, "hub", events)
             core.start_soon(
-                supervise,
+                supervised,
                 "writer",
                 functools.partial(
                     writer.run,
@@ -100,25 +123,32 @@ async def run(
                     store,
                     channels.dispatcher,
                     channels.scheduler,
+                    hub=channels.hub,
                 ),
-                policy,
             )
             restored = await _recover(channels.writer, settings.workers)
             async with trio.open_nursery() as actors:
-                _start_actors(actors, channels, policy, workers)
+                _start_actors(actors, channels, supervised, workers)
                 for each in restored:
-                    _spawn_worker(actors, each.id, channels, registry, settings, policy, workers)
+                    _spawn_worker(
+                        actors, each.id, channels, registry, settings, supervised, workers
+                    )
                 actors.start_soon(
-                    _serve_spawn_requests, actors, channels, registry, settings, policy, workers
+                    _serve_spawn_requests, actors, channels, registry, settings, supervised, workers
                 )
                 queue = Queue(channels.writer, channels.supervisor)
-                url = await _start_http(actors, queue, settings, stopping) if serve_http else None
-                task_status.started(Running(queue, stopping.set, url))
+                url = (
+                    await _start_http(actors, queue, monitor, settings, stopping)
+                    if serve_http
+                    else None
+                )
+                task_status.started(Running(queue, stopping.set, url, monitor))
                 await stopping.wait()
                 await _drain(channels, workers, settings.grace_seconds)
                 actors.cancel_scope.cancel()
             await request(channels.writer, lambda reply: RequeueRunning(None, reply))
             await channels.writer.aclose()
+            await channels.hub.aclose()
     finally:
         store.close()
 
@@ -132,7 +162,7 @@ async def _recover(writer_inbox: trio.MemorySendChannel[WriterCommand], boot: in
 def _start_actors(
     actors: trio.Nursery,
     channels: _Channels,
-    policy: RestartPolicy,
+    supervised: Supervised,
     workers: dict[int, trio.MemorySendChannel[WorkerMessage]],
 ) -> None:
     def rejoin_workers() -> None:
@@ -142,18 +172,16 @@ def _start_actors(
 
     actors.start_soon(
         functools.partial(
-            supervise,
+            supervised,
             "dispatcher",
             functools.partial(dispatcher.run, channels.dispatcher_inbox, channels.writer),
-            policy,
             before_restart=rejoin_workers,
         )
     )
     actors.start_soon(
-        supervise,
+        supervised,
         "scheduler",
         functools.partial(scheduler.run, channels.scheduler_inbox, channels.writer),
-        policy,
     )
 
 
@@ -163,7 +191,7 @@ def _spawn_worker(
     channels: _Channels,
     registry: Registry,
     settings: Settings,
-    policy: RestartPolicy,
+    supervised: Supervised,
     workers: dict[int, trio.MemorySendChannel[WorkerMessage]],
 ) -> None:
     inbox_send, inbox = trio.open_memory_channel[WorkerMessage](math.inf)
@@ -175,7 +203,7 @@ def _spawn_worker(
         registry,
         heartbeat_interval=settings.heartbeat_interval_seconds,
     )
-    actors.start_soon(supervise, f"worker-{worker_id}", actor, policy)
+    actors.start_soon(supervised, f"worker-{worker_id}", actor)
     workers[worker_id] = inbox_send
     channels.dispatcher.send_nowait(WorkerJoined(worker_id, inbox_send))
 
@@ -185,25 +213,25 @@ async def _serve_spawn_requests(
     channels: _Channels,
     registry: Registry,
     settings: Settings,
-    policy: RestartPolicy,
+    supervised: Supervised,
     workers: dict[int, trio.MemorySendChannel[WorkerMessage]],
 ) -> None:
     async for message in channels.supervisor_inbox:
         match message:
             case SpawnWorker(worker_id=worker_id, reply=reply):
-                _spawn_worker(actors, worker_id, channels, registry, settings, policy, workers)
+                _spawn_worker(actors, worker_id, channels, registry, settings, supervised, workers)
                 answer(reply, outcome.Value(None))
 
 
 async def _start_http(
-    actors: trio.Nursery, queue: Queue, settings: Settings, stopping: trio.Event
+    actors: trio.Nursery, queue: Queue, monitor: Monitor, settings: Settings, stopping: trio.Event
 ) -> str:
     config = Config()
     config.bind = [f"{settings.host}:{settings.port}"]
     config.accesslog = None
     config.loglevel = "WARNING"
     config.graceful_timeout = 1.0
-    app = create_app(queue)
+    app = create_app(queue, monitor)
     bound: list[str] = await actors.start(
         functools.partial(serve, app, config, shutdown_trigger=stopping.wait)
     )
