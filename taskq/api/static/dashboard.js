@@ -79,7 +79,7 @@ function drawChart() {
   const recent = (values) => values.slice(-60).reduce((a, b) => a + b, 0);
   const done = recent(ok), failed = recent(bad);
   const rate = done + failed ? Math.round((100 * failed) / (done + failed)) : 0;
-  $("#rates").textContent = `${((done + failed) / 60).toFixed(1)} tasks/s, ${rate}% failed (last minute)`;
+  $("#rates").textContent = `last minute: ${done + failed} finished (${((done + failed) / 60).toFixed(2)}/s), ${rate}% failed`;
   for (const series of [finished.completed, finished.failed]) {
     for (const second of series.keys()) if (second <= now - CHART_SECONDS) series.delete(second);
   }
