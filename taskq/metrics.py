@@ -10,6 +10,7 @@ system has its own ``CollectorRegistry``: several systems may share a process
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass
 from datetime import datetime
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
@@ -27,10 +28,19 @@ BATCH_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512)
 HTTP_BUCKETS_SECONDS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 5)
 
 
+@dataclass(frozen=True, slots=True)
+class _PerName:
+    created: Counter
+    completed: Counter
+    failed: Counter
+    run: Histogram
+    wait: Histogram
+
+
 class Metrics:
     def __init__(self) -> None:
         self.registry = CollectorRegistry()
-        self._names: set[str] = set()
+        self._per_name: dict[str, _PerName] = {}
         registry = self.registry
         self.tasks_created = Counter(
             "taskq_tasks_created", "Tasks created, by name", ["name"], registry=registry
@@ -79,31 +89,36 @@ class Metrics:
         )
         self.workers = Gauge("taskq_workers", "Workers by status", ["status"], registry=registry)
 
-    def _name(self, name: str) -> str:
-        if name in self._names:
-            return name
-        if len(self._names) < METRICS_TASK_NAMES_MAX:
-            self._names.add(name)
-            return name
-        return OTHER_NAMES
+    def _of(self, name: str) -> _PerName:
+        """The children of one task name, made once: ``labels()`` is too slow per change."""
+        found = self._per_name.get(name)
+        if found is None:
+            label = name if len(self._per_name) < METRICS_TASK_NAMES_MAX else OTHER_NAMES
+            found = self._per_name.get(label) or _PerName(
+                created=self.tasks_created.labels(label),
+                completed=self.tasks_finished.labels(label, "completed"),
+                failed=self.tasks_finished.labels(label, "failed"),
+                run=self.run_seconds.labels(label),
+                wait=self.wait_seconds.labels(label),
+            )
+            self._per_name[label] = found
+        return found
 
     def task_created(self, task: Task) -> None:
-        self.tasks_created.labels(self._name(task.name)).inc()
+        self._of(task.name).created.inc()
 
     def task_claimed(self, task: Task) -> None:
         if task.started_at is None:
             return
         due = max(task.created_at, task.scheduled_at or task.created_at)
-        waited = max(0.0, (task.started_at - due).total_seconds())
-        self.wait_seconds.labels(self._name(task.name)).observe(waited)
+        self._of(task.name).wait.observe(max(0.0, (task.started_at - due).total_seconds()))
 
     def task_finished(self, claimed: Task, succeeded: bool, at: datetime) -> None:
         """``claimed`` is the task as its claim left it (its name and start time)."""
-        name = self._name(claimed.name)
-        self.tasks_finished.labels(name, "completed" if succeeded else "failed").inc()
+        children = self._of(claimed.name)
+        (children.completed if succeeded else children.failed).inc()
         if claimed.started_at is not None:
-            ran = max(0.0, (at - claimed.started_at).total_seconds())
-            self.run_seconds.labels(name).observe(ran)
+            children.run.observe(max(0.0, (at - claimed.started_at).total_seconds()))
 
     def batch_committed(self, commands: int, seconds: float) -> None:
         self.batch_commands.observe(commands)
