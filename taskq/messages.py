@@ -360,7 +360,15 @@ class Subscribe:
     reply: Reply | None
 
 
-HubMessage: TypeAlias = Committed | Subscribe
+@dataclass(frozen=True, slots=True)
+class EndStreams:
+    """Shutdown: end every subscriber's stream, and those opened from now on, at once.
+
+    Open streams would otherwise hold the HTTP server's graceful stop until its timeout.
+    """
+
+
+HubMessage: TypeAlias = Committed | Subscribe | EndStreams
 
 
 @dataclass(frozen=True, slots=True)

@@ -31,6 +31,7 @@ from taskq.messages import (
     AnnounceIdle,
     DispatcherMessage,
     Drain,
+    EndStreams,
     HubMessage,
     RequeueRunning,
     RestoreWorkers,
@@ -144,6 +145,7 @@ async def run(
                 )
                 task_status.started(Running(queue, stopping.set, url, monitor))
                 await stopping.wait()
+                channels.hub.send_nowait(EndStreams())
                 await _drain(channels, workers, settings.grace_seconds)
                 actors.cancel_scope.cancel()
             await request(channels.writer, lambda reply: RequeueRunning(None, reply))

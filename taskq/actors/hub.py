@@ -30,6 +30,7 @@ from taskq.messages import (
     CreateTask,
     CreateWorker,
     DeleteTask,
+    EndStreams,
     FinishTask,
     Heartbeat,
     HubMessage,
@@ -81,6 +82,7 @@ async def run(
     inbox: trio.MemoryReceiveChannel[HubMessage], state: HubState, metrics: Metrics
 ) -> None:
     subscribers: list[Subscriber] = []
+    ended = False
     try:
         async for message in inbox:
             match message:
@@ -90,7 +92,16 @@ async def run(
                     if changes:
                         subscribers = _fan_out(subscribers, changes)
                 case Subscribe(after=after, buffer=buffer, reply=reply):
-                    subscribers.append(_subscribe(state, after, buffer, reply))
+                    subscriber = _subscribe(state, after, buffer, reply)
+                    if ended:
+                        subscriber.close()
+                    else:
+                        subscribers.append(subscriber)
+                case EndStreams():
+                    ended = True
+                    for subscriber in subscribers:
+                        subscriber.close()
+                    subscribers = []
     finally:
         for subscriber in subscribers:
             subscriber.close()

@@ -9,11 +9,18 @@ from typing import Any
 
 import trio
 from quart import Blueprint, Quart, Response, g, request
-from quart_schema import validate_querystring
+from quart_schema import document_headers, validate_querystring
 
 from taskq.api.errors import parse_id
 from taskq.api.openapi import responds
-from taskq.api.schemas import EventsQuery, StatsOut, StatusOut, change_json, stats_json
+from taskq.api.schemas import (
+    EventsHeaders,
+    EventsQuery,
+    StatsOut,
+    StatusOut,
+    change_json,
+    stats_json,
+)
 from taskq.config import EVENTS_KEEPALIVE_SECONDS, READY_TIMEOUT_SECONDS
 from taskq.errors import Unavailable
 from taskq.messages import Subscription
@@ -73,6 +80,7 @@ def blueprint(queue: Queue, monitor: Monitor) -> Blueprint:
 
     @ops.get("/api/events")
     @validate_querystring(EventsQuery)
+    @document_headers(EventsHeaders)
     @responds(
         200,
         media_type=EVENT_STREAM,

@@ -109,6 +109,12 @@ class EventsQuery(BaseModel):
     after: int | None = Field(None, ge=0, le=2**63 - 1)
 
 
+class EventsHeaders(BaseModel):
+    """``Last-Event-ID``: the id of the last change seen, to resume after it."""
+
+    last_event_id: int | None = Field(None, ge=0, le=2**63 - 1)
+
+
 # --- Response shapes, for the OpenAPI document (the routes build the JSON) ---
 
 

@@ -18,6 +18,7 @@ from taskq.messages import (
     Committed,
     CreateTask,
     DeleteTask,
+    EndStreams,
     FinishTask,
     GetTask,
     HubMessage,
@@ -166,3 +167,13 @@ async def test_metrics_follow_tasks_from_creation_to_outcome(events: Hub) -> Non
     assert samples[("taskq_task_run_seconds_sum", (("name", "mail"),))] == 3.0
     assert samples[("taskq_writer_batch_commands_count", ())] == 3
     assert samples[("taskq_writer_batch_commands_sum", ())] == 4
+
+
+async def test_end_streams_closes_open_streams_and_later_ones(events: Hub) -> None:
+    opened = await events.subscribe()
+    await events.inbox.send(EndStreams())
+    with pytest.raises(trio.EndOfChannel):
+        await receive(opened.changes)
+    late = await events.subscribe()
+    with pytest.raises(trio.EndOfChannel):
+        await receive(late.changes)

@@ -262,8 +262,9 @@ async def test_openapi_documents_the_errors_routes_answer(client: Client) -> Non
             schema = responses[status]["content"]["application/json"]["schema"]
             assert schema["required"] == ["detail"]
             assert schema["properties"]["detail"]["type"] == "string"
-    events = paths["/api/events"]["get"]["responses"]["200"]["content"]
-    assert list(events) == ["text/event-stream"]
+    events = paths["/api/events"]["get"]
+    assert list(events["responses"]["200"]["content"]) == ["text/event-stream"]
+    assert {parameter["name"] for parameter in events["parameters"]} == {"after", "last-event-id"}
     task_id = paths["/api/tasks/{task_id}"]["get"]["parameters"][0]
     assert task_id["schema"]["type"] == "integer"
 
