@@ -2,7 +2,8 @@
 
 They talk to a running taskq over HTTP (``--url``, or ``TASKQ_URL``) through
 ``taskq.Client``. Exit status: 0 done, 1 the server refused (its ``detail``
-is printed), 2 bad command line, 3 server unreachable, 4 the awaited task failed.
+is printed), 2 bad command line, 3 server unreachable, 4 the awaited task failed,
+130 interrupted (Ctrl-C, which is how ``watch`` ends).
 """
 
 from __future__ import annotations
@@ -10,7 +11,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import sys
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from datetime import UTC, datetime
 from typing import Any
@@ -25,6 +25,7 @@ EXIT_REFUSED = 1
 EXIT_USAGE = 2
 EXIT_UNREACHABLE = 3
 EXIT_TASK_FAILED = 4
+EXIT_INTERRUPTED = 130
 
 PRIORITIES = {"low": 1, "medium": 2, "high": 3, "critical": 4}
 STATUSES = ("pending", "scheduled", "running", "paused", "completed", "failed")
@@ -269,6 +270,4 @@ def main(argv: Sequence[str], environ: Mapping[str, str] | None = None) -> int:
         errors.print(f"taskq: {exc}", highlight=False, markup=False)
         return EXIT_UNREACHABLE
     except KeyboardInterrupt:
-        return 0
-    finally:
-        sys.stdout.flush()
+        return EXIT_INTERRUPTED

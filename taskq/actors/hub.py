@@ -27,28 +27,30 @@ from taskq.config import EVENTS_RING_SIZE
 from taskq.messages import (
     ClaimTasks,
     Committed,
+    CountTasks,
     CreateTask,
     CreateWorker,
     DeleteTask,
     EndStreams,
     FinishTask,
+    GetTask,
+    GetWorker,
     Heartbeat,
     HubMessage,
-    PauseTask,
+    ListTasks,
+    ListWorkers,
     PromoteDueTasks,
     Reply,
     RequeueRunning,
     RestoreWorkers,
-    ResumeTask,
     SetWorkerStatus,
     Subscribe,
     Subscription,
-    UpdateTask,
     WriterCommand,
     answer,
 )
 from taskq.metrics import Metrics
-from taskq.models import Change, ChangeKind, Task
+from taskq.models import Change, ChangeKind, Task, Worker
 
 log = logging.getLogger(__name__)
 
@@ -142,14 +144,15 @@ def _record(state: HubState, metrics: Metrics, batch: Committed) -> Iterator[Cha
 def _changes(
     state: HubState, metrics: Metrics, command: WriterCommand, value: Any, at: datetime
 ) -> Iterator[Change]:
-    """What one successful command changed; reads (get, list, count) change nothing."""
+    """What one successful command changed; reads (get, list, count) change nothing.
+
+    A command not named here that answers a task or worker row counts as an
+    update of that row, so new commands show in the stream without a case here.
+    """
     match command:
         case CreateTask():
             metrics.task_created(value)
             yield state.number(ChangeKind.TASK_CREATED, at, task=value)
-        case UpdateTask() | PauseTask() | ResumeTask():
-            state.running.pop(value.id, None)
-            yield state.number(ChangeKind.TASK_UPDATED, at, task=value)
         case DeleteTask(task_id=task_id):
             state.running.pop(task_id, None)
             yield state.number(ChangeKind.TASK_DELETED, at, task_id=task_id)
@@ -171,6 +174,14 @@ def _changes(
         case RestoreWorkers():
             for worker in value:
                 yield state.number(ChangeKind.WORKER_UPDATED, at, worker=worker)
+        case GetTask() | ListTasks() | CountTasks() | GetWorker() | ListWorkers():
+            return
+        case _ if isinstance(value, Task):
+            # Update, pause, resume, and any command that answers a task row, changed it.
+            state.running.pop(value.id, None)
+            yield state.number(ChangeKind.TASK_UPDATED, at, task=value)
+        case _ if isinstance(value, Worker):
+            yield state.number(ChangeKind.WORKER_UPDATED, at, worker=value)
 
 
 def _finished(

@@ -177,3 +177,20 @@ async def test_end_streams_closes_open_streams_and_later_ones(events: Hub) -> No
     late = await events.subscribe()
     with pytest.raises(trio.EndOfChannel):
         await receive(late.changes)
+
+
+@dataclasses.dataclass(frozen=True)
+class RowChangingCommand:
+    """Stands for a writer command the hub has no case for."""
+
+    task_id: int
+
+
+async def test_a_command_the_hub_does_not_know_that_answers_a_row_is_an_update(
+    events: Hub,
+) -> None:
+    subscription = await events.subscribe()
+    paused = dataclasses.replace(pending(3), status=TaskStatus.PAUSED)
+    await events.commit((RowChangingCommand(3), paused))  # type: ignore[arg-type]
+    (change,) = await take(subscription, 1)
+    assert (change.kind, change.task) == (ChangeKind.TASK_UPDATED, paused)
