@@ -194,3 +194,25 @@ async def test_a_command_the_hub_does_not_know_that_answers_a_row_is_an_update(
     await events.commit((RowChangingCommand(3), paused))  # type: ignore[arg-type]
     (change,) = await take(subscription, 1)
     assert (change.kind, change.task) == (ChangeKind.TASK_UPDATED, paused)
+
+
+async def test_numbering_and_the_ring_outlive_a_restart_of_the_hub() -> None:
+    state = hub.HubState(RING)
+    send, inbox = trio.open_memory_channel[HubMessage](math.inf)
+    before = Hub(send, Metrics())
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(hub.run, inbox, state, before.metrics)
+        first = await before.subscribe()
+        await before.commit(created(1), created(2))
+        await take(first, 2)
+        nursery.cancel_scope.cancel()
+    # The crashed incarnation's subscribers see their stream end.
+    with pytest.raises(trio.EndOfChannel):
+        await receive(first.changes)
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(hub.run, inbox, state, before.metrics)
+        resumed = await before.subscribe(after=1)
+        await before.commit(created(3))
+        assert resumed.complete
+        assert [change.id for change in await take(resumed, 2)] == [2, 3]
+        nursery.cancel_scope.cancel()

@@ -4,7 +4,8 @@
 const STATUSES = ["pending", "scheduled", "running", "paused", "completed", "failed"];
 const PAGE_SIZE = 25;
 const CHART_SECONDS = 300;
-const REFRESH_MS = 250;
+// At most one re-read of the page's lists per this many ms, however busy the stream.
+const REFRESH_MS = 500;
 
 const state = { skip: 0, filters: {}, selected: null, tasks: [], workers: [], running: {} };
 const finished = { completed: new Map(), failed: new Map() };
@@ -226,6 +227,8 @@ function scheduleRefresh() {
 
 function onChange(change) {
   if (change.kind === "task.finished") noteFinished(change.detail.succeeded);
+  const shown = change.task && document.querySelector(`#tasks tr[data-id="${change.task.id}"]`);
+  if (shown) shown.replaceWith(taskRow(change.task));
   if (change.kind === "worker.updated" && change.worker) {
     const index = state.workers.findIndex((worker) => worker.id === change.worker.id);
     if (index >= 0) { state.workers[index] = change.worker; drawWorkers(); return; }
