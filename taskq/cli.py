@@ -1,5 +1,8 @@
 """``taskq`` / ``python -m taskq``: run the whole system in this process.
 
+``taskq COMMAND ...`` with a client command (``submit``, ``tasks``, ``watch``...)
+talks to a running system instead: see ``taskq.client_cli``.
+
 Every option also reads an environment variable (``TASKQ_PORT`` for ``--port``
 and so on); the command line wins over the environment.
 """
@@ -19,7 +22,7 @@ from typing import Any
 import trio
 from sqlalchemy.exc import SQLAlchemyError
 
-from taskq import config, system
+from taskq import client_cli, config, system
 from taskq.config import Settings
 from taskq.registry import registry
 
@@ -230,7 +233,10 @@ async def _run_system(
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    settings = parse_settings(sys.argv[1:] if argv is None else argv, os.environ)
+    arguments = sys.argv[1:] if argv is None else list(argv)
+    if arguments and arguments[0] in client_cli.COMMANDS:
+        return client_cli.main(arguments)
+    settings = parse_settings(arguments, os.environ)
     logging.basicConfig(
         level=settings.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )

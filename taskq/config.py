@@ -34,6 +34,17 @@ DEFAULT_RETRY_BACKOFF_MAX_SECONDS = 300.0
 # A pause gives a handler that checkpoints this long to reach its next
 # checkpoint and wait there; then it is cancelled (and runs afresh on resume).
 CHECKPOINT_GRACE_SECONDS = 5.0
+# The events hub keeps this many recent changes for ``Last-Event-ID`` resume.
+EVENTS_RING_SIZE = 1024
+# Changes one subscriber may fall behind by before it is dropped (it may reconnect).
+EVENTS_SUBSCRIBER_BUFFER = 4096
+# An idle event stream sends a comment this often, so proxies keep it open
+# and a vanished client is noticed.
+EVENTS_KEEPALIVE_SECONDS = 15.0
+# Distinct task names the metrics label before lumping the rest together.
+METRICS_TASK_NAMES_MAX = 200
+# /readyz gives the database this long to answer.
+READY_TIMEOUT_SECONDS = 2.0
 
 LIST_LIMIT_DEFAULT = 100
 LIST_LIMIT_MAX = 1000

@@ -11,6 +11,7 @@ Inboxes:
     worker      WorkerMessage
     scheduler   SchedulerMessage
     supervisor  SupervisorMessage
+    hub         HubMessage
 """
 
 from __future__ import annotations
@@ -25,7 +26,7 @@ import outcome
 import trio
 
 from taskq.errors import Unavailable
-from taskq.models import NewTask, Task, TaskChanges, TaskStatus, WorkerStatus
+from taskq.models import Change, NewTask, Priority, Task, TaskChanges, TaskStatus, WorkerStatus
 
 Reply: TypeAlias = trio.MemorySendChannel[outcome.Outcome[Any]]
 M = TypeVar("M")
@@ -83,6 +84,9 @@ class ListTasks:
     limit: int
     status: TaskStatus | None
     reply: Reply | None
+    name: str | None = None
+    priority: Priority | None = None
+    newest_first: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -182,6 +186,13 @@ class RestoreWorkers:
 
 
 @dataclass(frozen=True, slots=True)
+class CountTasks:
+    """How many tasks each (status, priority) pair holds; answers ``TaskCounts``."""
+
+    reply: Reply | None
+
+
+@dataclass(frozen=True, slots=True)
 class GetWorker:
     worker_id: int
     reply: Reply | None
@@ -209,6 +220,7 @@ WriterCommand: TypeAlias = (
     CreateTask
     | GetTask
     | ListTasks
+    | CountTasks
     | UpdateTask
     | DeleteTask
     | PauseTask
@@ -360,3 +372,55 @@ class SpawnWorker:
 
 
 SupervisorMessage: TypeAlias = SpawnWorker
+
+
+# --- Events hub inbox ---
+
+
+@dataclass(frozen=True, slots=True)
+class Committed:
+    """One committed writer batch: its commands and their outcomes, in order.
+
+    The writer hands over what it already holds and nothing more; turning it
+    into events (and any encoding) is the hub's work, off the writer's path.
+    """
+
+    commands: tuple[WriterCommand, ...]
+    results: tuple[outcome.Outcome[Any], ...]
+    at: datetime
+    # Wall time of applying and committing the batch on the writer's thread.
+    seconds: float
+
+
+@dataclass(frozen=True, slots=True)
+class Subscribe:
+    """Open a stream of changes; replay first those after ``after`` still in the ring.
+
+    Answers a ``Subscription``. A subscriber that falls ``buffer`` changes
+    behind is dropped: its channel closes, and it may reconnect and resume.
+    """
+
+    after: int | None
+    buffer: int
+    reply: Reply | None
+
+
+@dataclass(frozen=True, slots=True)
+class EndStreams:
+    """Shutdown: end every subscriber's stream, and those opened from now on, at once.
+
+    Open streams would otherwise hold the HTTP server's graceful stop until its timeout.
+    """
+
+
+HubMessage: TypeAlias = Committed | Subscribe | EndStreams
+
+
+@dataclass(frozen=True, slots=True)
+class Subscription:
+    """The hub's answer to ``Subscribe``: the stream, closed if the subscriber falls behind."""
+
+    changes: trio.MemoryReceiveChannel[Change]
+    # False when changes after the requested id have already left the ring:
+    # the subscriber missed some and should re-read the state it shows.
+    complete: bool

@@ -10,9 +10,9 @@ from __future__ import annotations
 
 import enum
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, TypeAlias
 
 
 class TaskStatus(enum.StrEnum):
@@ -146,3 +146,37 @@ class Worker:
     last_heartbeat: datetime | None
     created_at: datetime
     updated_at: datetime
+
+
+# Tasks per (status, priority); a pair with no task is absent.
+TaskCounts: TypeAlias = dict[tuple[TaskStatus, Priority], int]
+
+
+class ChangeKind(enum.StrEnum):
+    """What an event of the change stream says happened."""
+
+    TASK_CREATED = "task.created"
+    # A new snapshot of one task: claimed, paused, resumed, edited.
+    TASK_UPDATED = "task.updated"
+    # A handler's outcome was written; read the task for its new state.
+    TASK_FINISHED = "task.finished"
+    # A running handler reported progress (``detail["progress"]``).
+    TASK_PROGRESS = "task.progress"
+    TASK_DELETED = "task.deleted"
+    # Several tasks changed at once (re-queued, promoted): re-read the list.
+    TASKS_CHANGED = "tasks.changed"
+    WORKER_UPDATED = "worker.updated"
+
+
+@dataclass(frozen=True, slots=True)
+class Change:
+    """One committed change, numbered in commit order by the events hub."""
+
+    id: int
+    kind: ChangeKind
+    at: datetime
+    task: Task | None = None
+    worker: Worker | None = None
+    # The task changed (also where no whole row is in hand), if one task was.
+    task_id: int | None = None
+    detail: Mapping[str, Any] = field(default_factory=dict)

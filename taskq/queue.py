@@ -15,6 +15,7 @@ import trio
 
 from taskq.config import DEFAULT_MAX_ATTEMPTS
 from taskq.messages import (
+    CountTasks,
     CreateTask,
     CreateWorker,
     DeleteTask,
@@ -33,7 +34,16 @@ from taskq.messages import (
     WriterCommand,
     request,
 )
-from taskq.models import NewTask, Priority, Task, TaskChanges, TaskStatus, Worker, WorkerStatus
+from taskq.models import (
+    NewTask,
+    Priority,
+    Task,
+    TaskChanges,
+    TaskCounts,
+    TaskStatus,
+    Worker,
+    WorkerStatus,
+)
 from taskq.registry import ExecutionDefaults
 
 
@@ -93,12 +103,25 @@ class Queue:
         return task
 
     async def list_tasks(
-        self, *, skip: int = 0, limit: int = 100, status: TaskStatus | None = None
+        self,
+        *,
+        skip: int = 0,
+        limit: int = 100,
+        status: TaskStatus | None = None,
+        name: str | None = None,
+        priority: Priority | None = None,
+        newest_first: bool = False,
     ) -> list[Task]:
         found: list[Task] = await request(
-            self._writer, lambda reply: ListTasks(skip, limit, status, reply)
+            self._writer,
+            lambda reply: ListTasks(skip, limit, status, reply, name, priority, newest_first),
         )
         return found
+
+    async def count_tasks(self) -> TaskCounts:
+        """How many tasks each (status, priority) pair holds, read in one transaction."""
+        counts: TaskCounts = await request(self._writer, CountTasks)
+        return counts
 
     async def update_task(self, task_id: int, changes: TaskChanges) -> Task:
         task: Task = await request(self._writer, lambda reply: UpdateTask(task_id, changes, reply))

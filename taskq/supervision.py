@@ -26,12 +26,33 @@ class RestartPolicy:
     backoff_max_seconds: float = config.RESTART_BACKOFF_MAX_SECONDS
 
 
+class Liveness:
+    """Which supervised actors are running right now; ``/readyz`` reads it.
+
+    An actor counts as down from its crash until its restart, and after it
+    has returned (the system is stopping).
+    """
+
+    def __init__(self) -> None:
+        self._down: set[str] = set()
+
+    def up(self, name: str) -> None:
+        self._down.discard(name)
+
+    def down(self, name: str) -> None:
+        self._down.add(name)
+
+    def down_names(self) -> list[str]:
+        return sorted(self._down)
+
+
 async def supervise(
     name: str,
     actor: Callable[[], Awaitable[None]],
     policy: RestartPolicy,
     *,
     before_restart: Callable[[], None] | None = None,
+    liveness: Liveness | None = None,
 ) -> None:
     """Run ``actor`` until it returns; restart it when it raises, with backoff.
 
@@ -41,11 +62,15 @@ async def supervise(
     """
     crashes: deque[float] = deque()
     backoff = policy.backoff_first_seconds
+    liveness = liveness or Liveness()
     while True:
+        liveness.up(name)
         try:
             await actor()
+            liveness.down(name)
             return
         except Exception as exc:
+            liveness.down(name)
             now = trio.current_time()
             while crashes and now - crashes[0] > policy.window_seconds:
                 crashes.popleft()

@@ -15,16 +15,17 @@ from __future__ import annotations
 import functools
 import logging
 import math
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass
+from typing import Protocol
 
 import outcome
 import trio
 from hypercorn.config import Config
 from hypercorn.trio import serve
 
-from taskq.actors import dispatcher, scheduler, worker, writer
+from taskq.actors import dispatcher, hub, scheduler, worker, writer
 from taskq.api.app import create_app
 from taskq.config import WRITER_INBOX_SIZE, Settings
 from taskq.execution import RetryPolicy, Runtimes, open_runtimes
@@ -32,6 +33,8 @@ from taskq.messages import (
     AnnounceIdle,
     DispatcherMessage,
     Drain,
+    EndStreams,
+    HubMessage,
     RequeueRunning,
     RestoreWorkers,
     SchedulerMessage,
@@ -44,11 +47,13 @@ from taskq.messages import (
     answer,
     request,
 )
+from taskq.metrics import Metrics
 from taskq.models import Worker
+from taskq.monitor import Monitor
 from taskq.queue import Queue
 from taskq.registry import ExecutionDefaults, Registry
 from taskq.store import Store
-from taskq.supervision import RestartPolicy, supervise
+from taskq.supervision import Liveness, RestartPolicy, supervise
 
 log = logging.getLogger(__name__)
 
@@ -61,6 +66,19 @@ class Running:
     stop: Callable[[], None]
     # Where HTTP is served ("http://host:port"), or None when it is not.
     url: str | None
+    monitor: Monitor
+
+
+class Supervised(Protocol):
+    """``supervise`` with this system's restart policy and liveness bound in."""
+
+    def __call__(
+        self,
+        name: str,
+        actor: Callable[[], Awaitable[None]],
+        *,
+        before_restart: Callable[[], None] | None = None,
+    ) -> Awaitable[None]: ...
 
 
 class _Channels:
@@ -75,6 +93,8 @@ class _Channels:
         self.supervisor, self.supervisor_inbox = trio.open_memory_channel[SupervisorMessage](
             math.inf
         )
+        # Unbounded so the writer never waits for the hub; the hub bounds each subscriber.
+        self.hub, self.hub_inbox = trio.open_memory_channel[HubMessage](math.inf)
 
 
 async def run(
@@ -91,10 +111,14 @@ async def run(
     channels = _Channels()
     workers: dict[int, trio.MemorySendChannel[WorkerMessage]] = {}
     stopping = trio.Event()
+    monitor = Monitor(Metrics(), Liveness(), channels.hub)
+    supervised = functools.partial(supervise, policy=policy, liveness=monitor.liveness)
     try:
         async with trio.open_nursery() as core:
+            events = functools.partial(hub.run, channels.hub_inbox, hub.HubState(), monitor.metrics)
+            core.start_soon(supervised, "hub", events)
             core.start_soon(
-                supervise,
+                supervised,
                 "writer",
                 functools.partial(
                     writer.run,
@@ -102,30 +126,38 @@ async def run(
                     store,
                     channels.dispatcher,
                     channels.scheduler,
+                    hub=channels.hub,
                 ),
-                policy,
             )
             restored = await _recover(channels.writer, settings.workers)
             async with _open_runtimes(settings) as runtimes, trio.open_nursery() as actors:
                 handlers = worker.Handlers(registry, runtimes)
-                _start_actors(actors, channels, policy, workers, runtimes)
+                _start_actors(actors, channels, supervised, workers, runtimes)
                 for each in restored:
-                    _spawn_worker(actors, each.id, channels, handlers, settings, policy, workers)
+                    _spawn_worker(
+                        actors, each.id, channels, handlers, settings, supervised, workers
+                    )
                 actors.start_soon(
-                    _serve_spawn_requests, actors, channels, handlers, settings, policy, workers
+                    _serve_spawn_requests, actors, channels, handlers, settings, supervised, workers
                 )
                 queue = Queue(
                     channels.writer,
                     channels.supervisor,
                     defaults=functools.partial(registry.defaults, system=_defaults(settings)),
                 )
-                url = await _start_http(actors, queue, settings, stopping) if serve_http else None
-                task_status.started(Running(queue, stopping.set, url))
+                url = (
+                    await _start_http(actors, queue, monitor, settings, stopping)
+                    if serve_http
+                    else None
+                )
+                task_status.started(Running(queue, stopping.set, url, monitor))
                 await stopping.wait()
+                channels.hub.send_nowait(EndStreams())
                 await _drain(channels, workers, settings.grace_seconds)
                 actors.cancel_scope.cancel()
             await request(channels.writer, lambda reply: RequeueRunning(None, reply))
             await channels.writer.aclose()
+            await channels.hub.aclose()
     finally:
         store.close()
 
@@ -148,7 +180,7 @@ async def _recover(writer_inbox: trio.MemorySendChannel[WriterCommand], boot: in
 def _start_actors(
     actors: trio.Nursery,
     channels: _Channels,
-    policy: RestartPolicy,
+    supervised: Supervised,
     workers: dict[int, trio.MemorySendChannel[WorkerMessage]],
     runtimes: Runtimes,
 ) -> None:
@@ -159,7 +191,7 @@ def _start_actors(
 
     actors.start_soon(
         functools.partial(
-            supervise,
+            supervised,
             "dispatcher",
             functools.partial(
                 dispatcher.run,
@@ -167,15 +199,13 @@ def _start_actors(
                 channels.writer,
                 void_suspension=runtimes.void,
             ),
-            policy,
             before_restart=rejoin_workers,
         )
     )
     actors.start_soon(
-        supervise,
+        supervised,
         "scheduler",
         functools.partial(scheduler.run, channels.scheduler_inbox, channels.writer),
-        policy,
     )
 
 
@@ -185,7 +215,7 @@ def _spawn_worker(
     channels: _Channels,
     handlers: worker.Handlers,
     settings: Settings,
-    policy: RestartPolicy,
+    supervised: Supervised,
     workers: dict[int, trio.MemorySendChannel[WorkerMessage]],
 ) -> None:
     inbox_send, inbox = trio.open_memory_channel[WorkerMessage](math.inf)
@@ -197,7 +227,7 @@ def _spawn_worker(
         handlers,
         heartbeat_interval=settings.heartbeat_interval_seconds,
     )
-    actors.start_soon(supervise, f"worker-{worker_id}", actor, policy)
+    actors.start_soon(supervised, f"worker-{worker_id}", actor)
     workers[worker_id] = inbox_send
     channels.dispatcher.send_nowait(WorkerJoined(worker_id, inbox_send))
 
@@ -207,25 +237,25 @@ async def _serve_spawn_requests(
     channels: _Channels,
     handlers: worker.Handlers,
     settings: Settings,
-    policy: RestartPolicy,
+    supervised: Supervised,
     workers: dict[int, trio.MemorySendChannel[WorkerMessage]],
 ) -> None:
     async for message in channels.supervisor_inbox:
         match message:
             case SpawnWorker(worker_id=worker_id, reply=reply):
-                _spawn_worker(actors, worker_id, channels, handlers, settings, policy, workers)
+                _spawn_worker(actors, worker_id, channels, handlers, settings, supervised, workers)
                 answer(reply, outcome.Value(None))
 
 
 async def _start_http(
-    actors: trio.Nursery, queue: Queue, settings: Settings, stopping: trio.Event
+    actors: trio.Nursery, queue: Queue, monitor: Monitor, settings: Settings, stopping: trio.Event
 ) -> str:
     config = Config()
     config.bind = [f"{settings.host}:{settings.port}"]
     config.accesslog = None
     config.loglevel = "WARNING"
     config.graceful_timeout = 1.0
-    app = create_app(queue)
+    app = create_app(queue, monitor)
     bound: list[str] = await actors.start(
         functools.partial(serve, app, config, shutdown_trigger=stopping.wait)
     )

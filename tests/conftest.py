@@ -62,7 +62,7 @@ async def running(nursery: trio.Nursery, settings: Settings, registry: Registry)
 
 @pytest.fixture
 async def client(running: system.Running) -> TestClientProtocol:
-    return create_app(running.queue).test_client()
+    return create_app(running.queue, running.monitor).test_client()
 
 
 async def eventually(

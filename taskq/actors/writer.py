@@ -14,6 +14,7 @@ command that still fails is answered ``Unavailable`` (never a false success).
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Callable, Sequence
 from datetime import datetime, timedelta
 from typing import Any
@@ -26,6 +27,8 @@ from taskq.config import WRITER_BATCH_MAX
 from taskq.errors import TaskqError, Unavailable
 from taskq.messages import (
     ClaimTasks,
+    Committed,
+    CountTasks,
     CreateTask,
     CreateWorker,
     DeleteTask,
@@ -35,6 +38,7 @@ from taskq.messages import (
     GetTask,
     GetWorker,
     Heartbeat,
+    HubMessage,
     ListTasks,
     ListWorkers,
     PauseTask,
@@ -71,21 +75,31 @@ async def run(
     *,
     clock: Callable[[], datetime] = utcnow,
     batch_max: int = WRITER_BATCH_MAX,
+    hub: trio.MemorySendChannel[HubMessage] | None = None,
 ) -> None:
-    """Apply commands in batches until every sender has closed the inbox."""
+    """Apply commands in batches until every sender has closed the inbox.
+
+    ``hub`` (unbounded) gets each committed batch as it is, for the event stream
+    and the metrics; the writer does no more work for them than that one send.
+    """
     thread = trio.CapacityLimiter(1)
     async for first in inbox:
         batch = [first, *_drain(inbox, batch_max - 1)]
+        now = clock()
+        started = time.perf_counter()
         try:
             results, events = await trio.to_thread.run_sync(
-                apply_batch, store, batch, clock(), limiter=thread
+                apply_batch, store, batch, now, limiter=thread
             )
         except BaseException:
             _refuse(batch, "the writer failed while applying this request; try again")
             raise
+        seconds = time.perf_counter() - started
         for command, result in zip(batch, results, strict=True):
             answer(command.reply, result)
         _publish(events, dispatcher, scheduler)
+        if hub is not None:
+            _send(hub, Committed(tuple(batch), tuple(results), now, seconds))
 
 
 def _drain(inbox: trio.MemoryReceiveChannel[WriterCommand], most: int) -> list[WriterCommand]:
@@ -148,7 +162,17 @@ def _apply(tx: Tx, command: WriterCommand, now: datetime) -> tuple[Any, list[Eve
         case GetTask(task_id=task_id):
             return tx.get_task(task_id), []
         case ListTasks(skip=skip, limit=limit, status=status):
-            return tx.list_tasks(skip, limit, status), []
+            found = tx.list_tasks(
+                skip,
+                limit,
+                status,
+                name=command.name,
+                priority=command.priority,
+                newest_first=command.newest_first,
+            )
+            return found, []
+        case CountTasks():
+            return tx.count_tasks(), []
         case UpdateTask(task_id=task_id, changes=changes):
             task = tx.update_task(task_id, changes, now)
             rewritten = not changes.fields.isdisjoint({"name", "payload"})
@@ -241,7 +265,7 @@ def _publish(
                 _send(dispatcher, event)
 
 
-def _send(inbox: trio.MemorySendChannel[Any], event: Event) -> None:
+def _send(inbox: trio.MemorySendChannel[Any], event: Event | Committed) -> None:
     try:
         inbox.send_nowait(event)
     except (trio.ClosedResourceError, trio.BrokenResourceError):

@@ -6,37 +6,57 @@ between HTTP and a command of ``taskq.queue.Queue``.
 
 from __future__ import annotations
 
+from importlib import metadata
 from typing import Any
 
 from quart import Blueprint, Quart
 from quart_schema import QuartSchema, validate_querystring, validate_request
 from quart_trio import QuartTrio
 
-from taskq.api import errors
+from taskq.api import dashboard, errors, ops
 from taskq.api.errors import parse_id
+from taskq.api.openapi import Provider, responds
 from taskq.api.schemas import (
     TaskCreate,
+    TaskListOut,
     TaskListQuery,
+    TaskOut,
     TaskUpdate,
     WorkerCreate,
+    WorkerListOut,
+    WorkerOut,
     WorkerStatusUpdate,
     task_json,
     worker_json,
 )
 from taskq.models import Priority, TaskChanges, WorkerStatus
+from taskq.monitor import Monitor
 from taskq.queue import DEFAULT, Queue
 
 Response = tuple[Any, int]
 
 
-def create_app(queue: Queue) -> Quart:
-    app = QuartTrio("taskq")
-    QuartSchema(app, openapi_path="/openapi.json", swagger_ui_path=None, redoc_ui_path=None)
+def create_app(queue: Queue, monitor: Monitor | None = None) -> Quart:
+    """The app over ``queue``; ``monitor`` (the running system's) feeds the operator routes."""
+    monitor = monitor or Monitor()
+    app = QuartTrio("taskq", static_folder=None)
+    QuartSchema(
+        app,
+        openapi_path="/openapi.json",
+        swagger_ui_path=None,
+        redoc_ui_path=None,
+        scalar_ui_path=None,
+        info={"title": "taskq", "version": metadata.version("taskq")},
+        openapi_provider_class=Provider,
+    )
     # Fields in the order the API document lists them; after QuartSchema, which
     # installs its own JSON provider.
     app.json.sort_keys = False  # type: ignore[attr-defined]
     app.register_blueprint(_tasks(queue))
     app.register_blueprint(_workers(queue))
+    app.register_blueprint(ops.blueprint(queue, monitor))
+    app.register_blueprint(dashboard.blueprint())
+    ops.time_requests(app, monitor.metrics)
     errors.register(app)
     return app
 
@@ -46,6 +66,7 @@ def _tasks(queue: Queue) -> Blueprint:
 
     @tasks.post("/", strict_slashes=False)
     @validate_request(TaskCreate)
+    @responds(201, TaskOut, errors=(400, 422, 503))
     async def create_task(data: TaskCreate) -> Response:
         given = data.model_fields_set
         task = await queue.submit(
@@ -60,18 +81,26 @@ def _tasks(queue: Queue) -> Blueprint:
 
     @tasks.get("/", strict_slashes=False)
     @validate_querystring(TaskListQuery)
+    @responds(200, TaskListOut, errors=(422, 503))
     async def list_tasks(query_args: TaskListQuery) -> Response:
         found = await queue.list_tasks(
-            skip=query_args.skip, limit=query_args.limit, status=query_args.status
+            skip=query_args.skip,
+            limit=query_args.limit,
+            status=query_args.status,
+            name=query_args.name,
+            priority=None if query_args.priority is None else Priority(query_args.priority),
+            newest_first=query_args.order == "desc",
         )
         return [task_json(task) for task in found], 200
 
     @tasks.get("/<task_id>")
+    @responds(200, TaskOut, errors=(404, 422, 503))
     async def get_task(task_id: str) -> Response:
         return task_json(await queue.get_task(parse_id(task_id, "task_id"))), 200
 
     @tasks.put("/<task_id>")
     @validate_request(TaskUpdate)
+    @responds(200, TaskOut, errors=(400, 404, 409, 422, 503))
     async def update_task(task_id: str, data: TaskUpdate) -> Response:
         changes = TaskChanges(
             fields=frozenset(data.model_fields_set),
@@ -86,15 +115,18 @@ def _tasks(queue: Queue) -> Blueprint:
         return task_json(task), 200
 
     @tasks.delete("/<task_id>")
+    @responds(204, description="Deleted", errors=(404, 422, 503))
     async def delete_task(task_id: str) -> Response:
         await queue.delete_task(parse_id(task_id, "task_id"))
         return "", 204
 
     @tasks.patch("/<task_id>/pause")
+    @responds(200, TaskOut, errors=(404, 422, 503))
     async def pause_task(task_id: str) -> Response:
         return task_json(await queue.pause_task(parse_id(task_id, "task_id"))), 200
 
     @tasks.patch("/<task_id>/resume")
+    @responds(200, TaskOut, errors=(404, 422, 503))
     async def resume_task(task_id: str) -> Response:
         return task_json(await queue.resume_task(parse_id(task_id, "task_id"))), 200
 
@@ -110,23 +142,28 @@ def _workers(queue: Queue) -> Blueprint:
 
     @workers.post("/", strict_slashes=False)
     @validate_request(WorkerCreate)
+    @responds(201, WorkerOut, errors=(400, 422, 503))
     async def create_worker(data: WorkerCreate) -> Response:
         return worker_json(await queue.create_worker(data.name)), 201
 
     @workers.get("/", strict_slashes=False)
+    @responds(200, WorkerListOut, errors=(503,))
     async def list_workers() -> Response:
         return [worker_json(worker) for worker in await queue.list_workers()], 200
 
     @workers.get("/<worker_id>")
+    @responds(200, WorkerOut, errors=(404, 422, 503))
     async def get_worker(worker_id: str) -> Response:
         return worker_json(await queue.get_worker(parse_id(worker_id, "worker_id"))), 200
 
     @workers.patch("/<worker_id>/heartbeat")
+    @responds(200, WorkerOut, errors=(404, 422, 503))
     async def heartbeat(worker_id: str) -> Response:
         return worker_json(await queue.heartbeat(parse_id(worker_id, "worker_id"))), 200
 
     @workers.patch("/<worker_id>/status")
     @validate_request(WorkerStatusUpdate)
+    @responds(200, WorkerOut, errors=(400, 404, 422, 503))
     async def set_status(worker_id: str, data: WorkerStatusUpdate) -> Response:
         worker = await queue.set_worker_status(
             parse_id(worker_id, "worker_id"), WorkerStatus(data.status)

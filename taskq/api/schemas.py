@@ -17,6 +17,7 @@ from pydantic import (
     BeforeValidator,
     ConfigDict,
     Field,
+    RootModel,
     StrictStr,
     model_validator,
 )
@@ -29,7 +30,7 @@ from taskq.config import (
     TIMEOUT_MAX_SECONDS,
     WORKER_NAME_MAX_LENGTH,
 )
-from taskq.models import Priority, Task, TaskStatus, Worker
+from taskq.models import Change, Priority, Task, TaskCounts, TaskStatus, Worker
 
 
 def _as_naive_utc(value: datetime) -> datetime:
@@ -113,6 +114,82 @@ class TaskListQuery(BaseModel):
     skip: int = Field(0, ge=0, le=2**63 - 1)
     limit: int = Field(LIST_LIMIT_DEFAULT, ge=0, le=LIST_LIMIT_MAX)
     status: TaskStatus | None = None
+    name: TaskName | None = None
+    priority: int | None = Field(None, ge=Priority.LOW, le=Priority.CRITICAL)
+    # "asc": oldest first (the default); "desc": newest first.
+    order: Literal["asc", "desc"] = "asc"
+
+
+class EventsQuery(BaseModel):
+    """Where to resume; the ``Last-Event-ID`` header, when sent, takes precedence."""
+
+    after: int | None = Field(None, ge=0, le=2**63 - 1)
+
+
+class EventsHeaders(BaseModel):
+    """``Last-Event-ID``: the id of the last change seen, to resume after it."""
+
+    last_event_id: int | None = Field(None, ge=0, le=2**63 - 1)
+
+
+# --- Response shapes, for the OpenAPI document (the routes build the JSON) ---
+
+
+class TaskOut(BaseModel):
+    """A task."""
+
+    id: int
+    name: str
+    payload: dict[str, Any]
+    priority: int = Field(ge=Priority.LOW, le=Priority.CRITICAL)
+    scheduled_at: datetime | None
+    status: TaskStatus
+    created_at: datetime
+    updated_at: datetime
+    started_at: datetime | None
+    completed_at: datetime | None
+    worker_id: int | None
+    result: Any
+    error: str | None
+
+
+class TaskListOut(RootModel[list[TaskOut]]):
+    """A page of tasks, in the order asked for."""
+
+
+class WorkerOut(BaseModel):
+    """A worker."""
+
+    id: int
+    name: str
+    status: Literal["active", "inactive", "offline"]
+    last_heartbeat: datetime | None
+    created_at: datetime
+    updated_at: datetime
+
+
+class WorkerListOut(RootModel[list[WorkerOut]]):
+    """Every worker, by id."""
+
+
+class ErrorOut(BaseModel):
+    """The request was refused; ``detail`` says why."""
+
+    detail: str
+
+
+class StatusOut(BaseModel):
+    """The process answers."""
+
+    status: str
+
+
+class StatsOut(BaseModel):
+    """How many tasks there are, by status and by priority."""
+
+    total: int
+    by_status: dict[str, int]
+    by_priority: dict[str, int]
 
 
 class WorkerCreate(_Body):
@@ -158,3 +235,24 @@ def worker_json(worker: Worker) -> dict[str, Any]:
         "created_at": _time(worker.created_at),
         "updated_at": _time(worker.updated_at),
     }
+
+
+def change_json(change: Change) -> dict[str, Any]:
+    return {
+        "id": change.id,
+        "kind": str(change.kind),
+        "at": _time(change.at),
+        "task_id": change.task_id,
+        "task": None if change.task is None else task_json(change.task),
+        "worker": None if change.worker is None else worker_json(change.worker),
+        "detail": dict(change.detail),
+    }
+
+
+def stats_json(counts: TaskCounts) -> dict[str, Any]:
+    by_status = dict.fromkeys(map(str, TaskStatus), 0)
+    by_priority = dict.fromkeys((str(int(p)) for p in Priority), 0)
+    for (status, priority), count in counts.items():
+        by_status[str(status)] += count
+        by_priority[str(int(priority))] += count
+    return {"total": sum(by_status.values()), "by_status": by_status, "by_priority": by_priority}

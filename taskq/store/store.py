@@ -25,6 +25,7 @@ from taskq.models import (
     Priority,
     Task,
     TaskChanges,
+    TaskCounts,
     TaskStatus,
     Worker,
     WorkerStatus,
@@ -105,11 +106,35 @@ class Tx:
             raise NotFound(TASK_NOT_FOUND)
         return _task(row)
 
-    def list_tasks(self, skip: int, limit: int, status: TaskStatus | None) -> list[Task]:
-        query = select(tasks).order_by(tasks.c.id).offset(skip).limit(limit)
+    def list_tasks(
+        self,
+        skip: int,
+        limit: int,
+        status: TaskStatus | None,
+        *,
+        name: str | None = None,
+        priority: Priority | None = None,
+        newest_first: bool = False,
+    ) -> list[Task]:
+        order = tasks.c.id.desc() if newest_first else tasks.c.id
+        query = select(tasks).order_by(order).offset(skip).limit(limit)
         if status is not None:
             query = query.where(tasks.c.status == status)
+        if name is not None:
+            query = query.where(tasks.c.name == name)
+        if priority is not None:
+            query = query.where(tasks.c.priority == priority)
         return [_task(row) for row in self.connection.execute(query)]
+
+    def count_tasks(self) -> TaskCounts:
+        """How many tasks each (status, priority) pair holds; absent pairs hold none."""
+        query = select(tasks.c.status, tasks.c.priority, func.count()).group_by(
+            tasks.c.status, tasks.c.priority
+        )
+        return {
+            (TaskStatus(status), Priority(priority)): count
+            for status, priority, count in self.connection.execute(query)
+        }
 
     def update_task(self, task_id: int, changes: TaskChanges, now: datetime) -> Task:
         current = self._lock_task(task_id, TASK_NOT_FOUND)

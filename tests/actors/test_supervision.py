@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import functools
+
 import pytest
 import trio
 import trio.testing
 
-from taskq.supervision import RestartPolicy, SystemFailure, supervise
+from taskq.supervision import Liveness, RestartPolicy, SystemFailure, supervise
 
 POLICY = RestartPolicy(
     max_restarts=10, window_seconds=100.0, backoff_first_seconds=1.0, backoff_max_seconds=3.0
@@ -97,3 +99,35 @@ async def test_cancellation_is_not_a_crash(autojump_clock: trio.testing.MockCloc
         await supervise("a", forever, POLICY)
 
     assert len(actor.started) == 1
+
+
+async def test_liveness_shows_an_actor_down_from_its_crash_to_its_restart(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    liveness = Liveness()
+    seen: list[list[str]] = []
+    crashed = trio.Event()
+
+    async def actor() -> None:
+        seen.append(liveness.down_names())
+        if not crashed.is_set():
+            crashed.set()
+            raise RuntimeError("crash")
+        await trio.sleep_forever()
+
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(functools.partial(supervise, "a", actor, POLICY, liveness=liveness))
+        await crashed.wait()
+        await trio.testing.wait_all_tasks_blocked()
+        assert liveness.down_names() == ["a"]
+        await trio.sleep(POLICY.backoff_first_seconds)
+        await trio.testing.wait_all_tasks_blocked()
+        assert liveness.down_names() == []
+        nursery.cancel_scope.cancel()
+    assert seen == [[], []]
+
+
+async def test_liveness_shows_an_actor_down_once_it_returned() -> None:
+    liveness = Liveness()
+    await supervise("a", Crashing(0), POLICY, liveness=liveness)
+    assert liveness.down_names() == ["a"]

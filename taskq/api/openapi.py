@@ -1,0 +1,91 @@
+"""The OpenAPI document: quart-schema's, plus what it cannot infer.
+
+quart-schema documents JSON bodies from pydantic models. ``responds`` adds
+the rest: the error statuses a route really answers (each ``{"detail": ...}``),
+bodies that are not JSON (``text/event-stream``, Prometheus text, HTML) and
+empty ones (204). Path ids are documented as the integers they must be.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any, TypeVar
+
+from quart_schema import document_response
+from quart_schema.openapi import OpenAPIProvider
+from werkzeug.routing import Rule
+from werkzeug.routing.converters import BaseConverter
+
+from taskq.api.schemas import ErrorOut
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+_RAW = "_taskq_raw_responses"
+
+# What each error status means, wherever it is documented.
+ERRORS = {
+    400: "The body is not valid JSON",
+    404: "No such task or worker (or, for pause and resume, not in a state that allows it)",
+    409: "The task's state does not allow this",
+    422: "A field, query parameter or path id is invalid",
+    503: "taskq is stopping or could not complete the request; try again",
+}
+
+
+def responds(
+    status: int,
+    model: Any = None,
+    *,
+    errors: tuple[int, ...] = (),
+    media_type: str | None = None,
+    description: str = "",
+) -> Callable[[F], F]:
+    """Document a route's success response and the error statuses it may answer.
+
+    ``model`` is a pydantic model for a JSON body; without one, the body is
+    ``media_type`` text, or nothing at all when that is None too.
+    """
+
+    def decorate(route: F) -> F:
+        for code in errors:
+            route = document_response(ErrorOut, code)(route)
+        if model is not None:
+            return document_response(model, status)(route)
+        raw: dict[int, tuple[str | None, str]] = dict(getattr(route, _RAW, {}))
+        raw[status] = (media_type, description)
+        setattr(route, _RAW, raw)
+        return route
+
+    return decorate
+
+
+class Provider(OpenAPIProvider):
+    def build_paths(self, rule: Rule) -> tuple[dict[str, Any], dict[str, Any]]:
+        paths, components = super().build_paths(rule)
+        route = self._app.view_functions[rule.endpoint]
+        for operations in paths.values():
+            for operation in operations.values():
+                operation["responses"] = _described(operation["responses"], route)
+        return paths, components
+
+    def build_path_parameter(self, name: str, converter: BaseConverter) -> dict[str, Any]:
+        parameter = super().build_path_parameter(name, converter)
+        if name.endswith("_id"):
+            parameter["schema"] = {"type": "integer", "minimum": 0}
+        return parameter
+
+
+def _described(responses: dict[Any, Any], route: Callable[..., Any]) -> dict[Any, Any]:
+    """Copies, so that operations sharing quart-schema's dict are not changed twice."""
+    described: dict[Any, Any] = {}
+    for status, response in responses.items():
+        response = dict(response)
+        if int(status) in ERRORS:
+            response["description"] = ERRORS[int(status)]
+        described[status] = response
+    for status, (media_type, description) in getattr(route, _RAW, {}).items():
+        response = {"description": description}
+        if media_type is not None:
+            response["content"] = {media_type: {"schema": {"type": "string"}}}
+        described[status] = response
+    return described

@@ -1,0 +1,139 @@
+"""Prometheus metrics of one running system, in a registry of its own.
+
+Counters and histograms are fed by the events hub (from committed writer
+batches) and by the HTTP layer; the gauges (queue depth, workers) are read
+from the database when scraped, so they are exact rather than tracked. Each
+system has its own ``CollectorRegistry``: several systems may share a process
+(tests do), and the global default registry would mix them.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+
+from taskq.config import METRICS_TASK_NAMES_MAX
+from taskq.models import Priority, Task, TaskCounts, TaskStatus, Worker, WorkerStatus
+
+# Task names beyond METRICS_TASK_NAMES_MAX share this label: a client inventing
+# names must not grow the registry without bound.
+OTHER_NAMES = "_other"
+
+TIME_BUCKETS_SECONDS = (0.001, 0.005, 0.01, 0.05, 0.1, 0.5, 1, 5, 10, 30, 60, 300, 1800)
+COMMIT_BUCKETS_SECONDS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1)
+BATCH_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512)
+HTTP_BUCKETS_SECONDS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 5)
+
+
+@dataclass(frozen=True, slots=True)
+class _PerName:
+    created: Counter
+    completed: Counter
+    failed: Counter
+    run: Histogram
+    wait: Histogram
+
+
+class Metrics:
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry()
+        self._per_name: dict[str, _PerName] = {}
+        registry = self.registry
+        self.tasks_created = Counter(
+            "taskq_tasks_created", "Tasks created, by name", ["name"], registry=registry
+        )
+        self.tasks_finished = Counter(
+            "taskq_tasks_finished",
+            "Task executions whose outcome was written, by name and outcome",
+            ["name", "outcome"],
+            registry=registry,
+        )
+        self.run_seconds = Histogram(
+            "taskq_task_run_seconds",
+            "From a task's claim to its written outcome",
+            ["name"],
+            buckets=TIME_BUCKETS_SECONDS,
+            registry=registry,
+        )
+        self.wait_seconds = Histogram(
+            "taskq_task_wait_seconds",
+            "From a task being due (created or scheduled time) to its claim",
+            ["name"],
+            buckets=TIME_BUCKETS_SECONDS,
+            registry=registry,
+        )
+        self.batch_commands = Histogram(
+            "taskq_writer_batch_commands",
+            "Commands applied per writer transaction",
+            buckets=BATCH_BUCKETS,
+            registry=registry,
+        )
+        self.commit_seconds = Histogram(
+            "taskq_writer_commit_seconds",
+            "Time to apply and commit one writer batch",
+            buckets=COMMIT_BUCKETS_SECONDS,
+            registry=registry,
+        )
+        self.http_seconds = Histogram(
+            "taskq_http_request_seconds",
+            "HTTP request durations, by method, route and status",
+            ["method", "route", "status"],
+            buckets=HTTP_BUCKETS_SECONDS,
+            registry=registry,
+        )
+        self.queue_depth = Gauge(
+            "taskq_tasks", "Tasks by status and priority", ["status", "priority"], registry=registry
+        )
+        self.workers = Gauge("taskq_workers", "Workers by status", ["status"], registry=registry)
+
+    def _of(self, name: str) -> _PerName:
+        """The children of one task name, made once: ``labels()`` is too slow per change."""
+        found = self._per_name.get(name)
+        if found is None:
+            label = name if len(self._per_name) < METRICS_TASK_NAMES_MAX else OTHER_NAMES
+            found = self._per_name.get(label) or _PerName(
+                created=self.tasks_created.labels(label),
+                completed=self.tasks_finished.labels(label, "completed"),
+                failed=self.tasks_finished.labels(label, "failed"),
+                run=self.run_seconds.labels(label),
+                wait=self.wait_seconds.labels(label),
+            )
+            self._per_name[label] = found
+        return found
+
+    def task_created(self, task: Task) -> None:
+        self._of(task.name).created.inc()
+
+    def task_claimed(self, task: Task) -> None:
+        if task.started_at is None:
+            return
+        due = max(task.created_at, task.scheduled_at or task.created_at)
+        self._of(task.name).wait.observe(max(0.0, (task.started_at - due).total_seconds()))
+
+    def task_finished(self, claimed: Task, succeeded: bool, at: datetime) -> None:
+        """``claimed`` is the task as its claim left it (its name and start time)."""
+        children = self._of(claimed.name)
+        (children.completed if succeeded else children.failed).inc()
+        if claimed.started_at is not None:
+            children.run.observe(max(0.0, (at - claimed.started_at).total_seconds()))
+
+    def batch_committed(self, commands: int, seconds: float) -> None:
+        self.batch_commands.observe(commands)
+        self.commit_seconds.observe(seconds)
+
+    def http_request(self, method: str, route: str, status: int, seconds: float) -> None:
+        self.http_seconds.labels(method, route, str(status)).observe(seconds)
+
+    def render(self, counts: TaskCounts, workers: Sequence[Worker]) -> bytes:
+        """The text exposition format, with the gauges set from ``counts`` and ``workers``."""
+        for status in TaskStatus:
+            for priority in Priority:
+                depth = counts.get((status, priority), 0)
+                self.queue_depth.labels(str(status), str(int(priority))).set(depth)
+        for worker_status in WorkerStatus:
+            held = sum(1 for worker in workers if worker.status == worker_status)
+            self.workers.labels(str(worker_status)).set(held)
+        return generate_latest(self.registry)

@@ -1,0 +1,236 @@
+"""The events hub through its channels: numbering, ring resume, slow subscribers, metrics."""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from collections.abc import AsyncIterator
+from datetime import timedelta
+
+import outcome
+import pytest
+import trio
+from prometheus_client.parser import text_string_to_metric_families
+
+from taskq.actors import hub
+from taskq.messages import (
+    ClaimTasks,
+    Committed,
+    CreateTask,
+    DeleteTask,
+    EndStreams,
+    FinishTask,
+    GetTask,
+    HubMessage,
+    ReportProgress,
+    RequeueRunning,
+    Subscribe,
+    Subscription,
+    WriterCommand,
+    request,
+)
+from taskq.metrics import Metrics
+from taskq.models import Change, ChangeKind, NewTask, Task, TaskStatus
+from tests.actors.conftest import NOW, receive, running_task
+
+RING = 4
+
+
+class Hub:
+    def __init__(self, inbox: trio.MemorySendChannel[HubMessage], metrics: Metrics) -> None:
+        self.inbox = inbox
+        self.metrics = metrics
+
+    async def subscribe(self, after: int | None = None, buffer: int = 16) -> Subscription:
+        subscription: Subscription = await request(
+            self.inbox, lambda reply: Subscribe(after, buffer, reply)
+        )
+        return subscription
+
+    async def commit(self, *pairs: tuple[WriterCommand, object], seconds: float = 0.002) -> None:
+        commands = tuple(command for command, _ in pairs)
+        results = tuple(outcome.Value(result) for _, result in pairs)
+        await self.inbox.send(Committed(commands, results, NOW, seconds))
+
+
+@pytest.fixture
+async def events(nursery: trio.Nursery) -> AsyncIterator[Hub]:
+    send, inbox = trio.open_memory_channel[HubMessage](math.inf)
+    metrics = Metrics()
+    nursery.start_soon(hub.run, inbox, hub.HubState(RING), metrics)
+    yield Hub(send, metrics)
+    await send.aclose()
+
+
+def pending(task_id: int, name: str = "job") -> Task:
+    claimed = running_task(task_id, 1, name=name)
+    return dataclasses.replace(claimed, status=TaskStatus.PENDING, worker_id=None, started_at=None)
+
+
+def created(task_id: int, name: str = "job") -> tuple[WriterCommand, Task]:
+    return CreateTask(NewTask(name, {}), None), pending(task_id, name)
+
+
+async def take(subscription: Subscription, count: int) -> list[Change]:
+    return [await receive(subscription.changes) for _ in range(count)]
+
+
+async def test_changes_are_numbered_in_commit_order(events: Hub) -> None:
+    subscription = await events.subscribe()
+    claimed = running_task(1, 7)
+    await events.commit(created(1), (GetTask(1, None), pending(1)))
+    await events.commit((ClaimTasks((7,), None), [claimed]))
+    await events.commit((FinishTask(1, 1, True, {"ok": 1}, None, None), True))
+    changes = await take(subscription, 3)
+    assert [change.id for change in changes] == [1, 2, 3]
+    assert [change.kind for change in changes] == [
+        ChangeKind.TASK_CREATED,
+        ChangeKind.TASK_UPDATED,
+        ChangeKind.TASK_FINISHED,
+    ]
+    assert changes[1].task == claimed
+    assert changes[2].task_id == 1
+    assert changes[2].detail == {"succeeded": True, "error": None, "retry_after": None}
+
+
+async def test_a_failure_that_will_retry_and_progress_reach_the_stream(events: Hub) -> None:
+    subscription = await events.subscribe()
+    await events.commit((ReportProgress(1, 1, {"fraction": 0.5}, None), True))
+    await events.commit((ReportProgress(1, 0, {"fraction": 0.9}, None), False))
+    failed = FinishTask(1, 1, False, None, "ValueError: flaky", None, retry_after=2.0)
+    await events.commit((failed, True))
+    progress, finished = await take(subscription, 2)
+    assert progress.kind == ChangeKind.TASK_PROGRESS
+    assert (progress.task_id, progress.detail) == (1, {"progress": {"fraction": 0.5}})
+    assert finished.kind == ChangeKind.TASK_FINISHED
+    assert finished.detail == {
+        "succeeded": False,
+        "error": "ValueError: flaky",
+        "retry_after": 2.0,
+    }
+
+
+async def test_refused_and_fenced_commands_change_nothing(events: Hub) -> None:
+    subscription = await events.subscribe()
+    refused = outcome.Error(LookupError("no such task"))
+    await events.inbox.send(Committed((DeleteTask(9, None),), (refused,), NOW, 0.0))
+    await events.commit((FinishTask(1, 1, True, None, None, None), False))
+    await events.commit((RequeueRunning(None, None), 0))
+    await events.commit((DeleteTask(2, None), None))
+    (change,) = await take(subscription, 1)
+    assert (change.id, change.kind, change.task_id) == (1, ChangeKind.TASK_DELETED, 2)
+
+
+async def test_a_subscriber_resumes_after_the_last_id_it_saw(events: Hub) -> None:
+    await events.commit(created(1), created(2), created(3))
+    resumed = await events.subscribe(after=1)
+    assert resumed.complete
+    assert [change.task_id for change in await take(resumed, 2)] == [2, 3]
+    await events.commit(created(4))
+    assert [change.id for change in await take(resumed, 1)] == [4]
+
+
+async def test_resuming_from_beyond_the_ring_says_changes_were_missed(events: Hub) -> None:
+    await events.commit(*(created(task_id) for task_id in range(1, RING + 3)))
+    # The ring holds ids 3..6: resuming after 2 misses nothing, after 1 misses id 2.
+    assert (await events.subscribe(after=2)).complete
+    missed = await events.subscribe(after=1)
+    assert not missed.complete
+    assert [change.id for change in await take(missed, RING)] == [3, 4, 5, 6]
+    # An id this hub never handed out (an earlier process's) cannot be resumed either.
+    assert not (await events.subscribe(after=99)).complete
+
+
+async def test_a_stuck_subscriber_is_dropped_without_holding_up_the_others(events: Hub) -> None:
+    stuck = await events.subscribe(buffer=2)
+    reader = await events.subscribe(buffer=2)
+    for task_id in range(1, 6):
+        await events.commit(created(task_id))
+        (change,) = await take(reader, 1)
+        assert change.task_id == task_id
+    # The stuck one got what fitted in its buffer, then its stream ended.
+    assert [change.id for change in await take(stuck, 2)] == [1, 2]
+    with pytest.raises(trio.EndOfChannel):
+        await receive(stuck.changes)
+
+
+async def test_a_subscriber_that_left_is_forgotten(events: Hub) -> None:
+    gone = await events.subscribe()
+    await gone.changes.aclose()
+    staying = await events.subscribe()
+    await events.commit(created(1))
+    assert [change.id for change in await take(staying, 1)] == [1]
+
+
+async def test_metrics_follow_tasks_from_creation_to_outcome(events: Hub) -> None:
+    subscription = await events.subscribe()
+    claimed = dataclasses.replace(
+        running_task(1, 7, name="mail"), started_at=NOW + timedelta(seconds=2)
+    )
+    await events.commit(created(1, "mail"), created(2, "mail"))
+    await events.commit((ClaimTasks((7,), None), [claimed]))
+    finish_at = NOW + timedelta(seconds=5)
+    done = FinishTask(1, 1, False, None, "boom", None)
+    await events.inbox.send(Committed((done,), (outcome.Value(True),), finish_at, 0.004))
+    await take(subscription, 4)
+    samples = {
+        (sample.name, tuple(sorted(sample.labels.items()))): sample.value
+        for family in text_string_to_metric_families(events.metrics.render({}, []).decode())
+        for sample in family.samples
+    }
+    assert samples[("taskq_tasks_created_total", (("name", "mail"),))] == 2
+    finished = ("taskq_tasks_finished_total", (("name", "mail"), ("outcome", "failed")))
+    assert samples[finished] == 1
+    assert samples[("taskq_task_wait_seconds_sum", (("name", "mail"),))] == 2.0
+    assert samples[("taskq_task_run_seconds_sum", (("name", "mail"),))] == 3.0
+    assert samples[("taskq_writer_batch_commands_count", ())] == 3
+    assert samples[("taskq_writer_batch_commands_sum", ())] == 4
+
+
+async def test_end_streams_closes_open_streams_and_later_ones(events: Hub) -> None:
+    opened = await events.subscribe()
+    await events.inbox.send(EndStreams())
+    with pytest.raises(trio.EndOfChannel):
+        await receive(opened.changes)
+    late = await events.subscribe()
+    with pytest.raises(trio.EndOfChannel):
+        await receive(late.changes)
+
+
+@dataclasses.dataclass(frozen=True)
+class RowChangingCommand:
+    """Stands for a writer command the hub has no case for."""
+
+    task_id: int
+
+
+async def test_a_command_the_hub_does_not_know_that_answers_a_row_is_an_update(
+    events: Hub,
+) -> None:
+    subscription = await events.subscribe()
+    paused = dataclasses.replace(pending(3), status=TaskStatus.PAUSED)
+    await events.commit((RowChangingCommand(3), paused))  # type: ignore[arg-type]
+    (change,) = await take(subscription, 1)
+    assert (change.kind, change.task) == (ChangeKind.TASK_UPDATED, paused)
+
+
+async def test_numbering_and_the_ring_outlive_a_restart_of_the_hub() -> None:
+    state = hub.HubState(RING)
+    send, inbox = trio.open_memory_channel[HubMessage](math.inf)
+    before = Hub(send, Metrics())
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(hub.run, inbox, state, before.metrics)
+        first = await before.subscribe()
+        await before.commit(created(1), created(2))
+        await take(first, 2)
+        nursery.cancel_scope.cancel()
+    # The crashed incarnation's subscribers see their stream end.
+    with pytest.raises(trio.EndOfChannel):
+        await receive(first.changes)
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(hub.run, inbox, state, before.metrics)
+        resumed = await before.subscribe(after=1)
+        await before.commit(created(3))
+        assert resumed.complete
+        assert [change.id for change in await take(resumed, 2)] == [2, 3]
+        nursery.cancel_scope.cancel()

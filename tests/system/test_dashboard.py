@@ -1,0 +1,79 @@
+"""The dashboard in a real headless Chromium, against a real ``python -m taskq``.
+
+Tasks are made over HTTP and must show up on the page without a reload (the
+page follows ``/api/events``); pause and resume are clicked on the page and
+checked in the API. A screenshot is kept with the test's files and copied to
+docs/dashboard.png for the README.
+"""
+
+from __future__ import annotations
+
+import shutil
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from tests.system.conftest import ROOT, Launcher, Taskq
+
+CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
+LATER = "2999-01-01T00:00:00"
+PAGE_WAIT_MS = 10_000
+
+pytestmark = pytest.mark.skipif(CHROMIUM is None, reason="no chromium executable on PATH")
+
+
+@pytest.fixture
+def page(launch: Launcher) -> Iterator[tuple[Taskq, object]]:
+    from playwright.sync_api import sync_playwright
+
+    server = launch("--workers", "2")
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=CHROMIUM, args=["--no-sandbox"])
+        try:
+            opened = browser.new_page(viewport={"width": 1280, "height": 1000})
+            opened.set_default_timeout(PAGE_WAIT_MS)
+            yield server, opened
+        finally:
+            browser.close()
+
+
+def test_the_dashboard_follows_tasks_live_and_acts_on_them(
+    page: tuple[Taskq, object], tmp_path: Path
+) -> None:
+    from playwright.sync_api import Page, expect
+
+    server, browser_page = page
+    assert isinstance(browser_page, Page)
+    view = browser_page
+    view.goto(server.url + "/")
+    expect(view.locator("#live")).to_have_text("live")
+    expect(view.locator("#workers tbody tr")).to_have_count(2)
+
+    done = server.submit("taskq.echo", {"shown": "on the page"})
+    expect(view.locator(f'#tasks tr[data-id="{done["id"]}"]')).to_have_attribute(
+        "data-status", "completed"
+    )
+    waiting = server.submit("taskq.echo", {}, scheduled_at=LATER)
+    row = view.locator(f'#tasks tr[data-id="{waiting["id"]}"]')
+    expect(row).to_have_attribute("data-status", "scheduled")
+
+    row.locator('button[data-action="pause"]').click()
+    expect(row).to_have_attribute("data-status", "paused")
+    assert server.task(waiting["id"])["status"] == "paused"
+    row.locator('button[data-action="resume"]').click()
+    expect(row).to_have_attribute("data-status", "scheduled")
+    assert server.task(waiting["id"])["status"] == "scheduled"
+
+    view.locator(f'#tasks tr[data-id="{done["id"]}"] td').first.click()
+    expect(view.locator("#detail-fields")).to_contain_text("on the page")
+    expect(view.locator('#counts .count[data-status="completed"] b')).to_have_text("1")
+
+    shot = tmp_path / "dashboard.png"
+    view.screenshot(path=str(shot), full_page=True)
+    assert shot.stat().st_size > 0
+    shutil.copyfile(shot, ROOT / "docs" / "dashboard.png")
+
+    view.goto(server.url + "/docs")
+    expect(view.locator("#operations")).to_contain_text("PATCH /api/tasks/{task_id}/pause")
+    expect(view.locator("#operations")).to_contain_text("GET /api/events")
