@@ -12,8 +12,11 @@ the same run, and the ones to compare are printed as ratios to a baseline:
   Baseline: the Trio handler. The pause request's own round trip (committed
   and answered) is printed beside.
 * process start: submit-to-completion of a no-op ``runtime="process"`` task,
-  the first one (the pool spawns a process) and warm ones, against a no-op
-  Trio task.
+  the first one right after start-up (the pool is still starting its
+  processes, one per core, which taskq begins at boot when a process handler
+  is registered) and warm ones, against a no-op Trio task. A worker process
+  spawned from a script re-imports that script (here: all of taskq), which
+  ``python -m taskq`` avoids; so the first call here is an upper bound.
 * cores: two CPU-bound tasks at once on two workers, in threads and in
   processes, against one alone: ~2x the time in threads (one GIL), ~1x in
   processes when both cores are free.
@@ -177,7 +180,7 @@ async def report_process_start(queue: Queue, rounds: int) -> None:
     base = statistics.median(trio_base)
     print("submit → completed of a no-op task (1 worker)")
     print(f"  trio (baseline)          {ms(trio_base)}")
-    print(f"  process, first (spawn)   {ms(first)}   x{first[0] / base:7.1f}")
+    print(f"  process, first (booting) {ms(first)}   x{first[0] / base:7.1f}")
     print(f"  process, warm pool       {ms(warm)}   x{statistics.median(warm) / base:7.1f}")
 
 

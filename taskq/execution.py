@@ -24,6 +24,7 @@ import functools
 import json
 import logging
 import math
+import os
 import random
 from collections.abc import AsyncIterator, Callable, Mapping
 from contextlib import asynccontextmanager
@@ -152,13 +153,20 @@ async def open_runtimes(
     retry: RetryPolicy | None = None,
     checkpoint_grace: float = CHECKPOINT_GRACE_SECONDS,
     rng: random.Random | None = None,
+    warm_processes: bool = False,
 ) -> AsyncIterator[Runtimes]:
-    """Open the asyncio loop and the process pool once; on exit, stop what still runs."""
+    """Open the asyncio loop and the process pool once; on exit, stop what still runs.
+
+    ``warm_processes`` starts one worker process per core in the background, so
+    the first ``process`` tasks do not wait for a Python interpreter to start.
+    """
     async with (
         trio_asyncio.open_loop() as loop,
         trio_parallel.open_worker_context() as processes,
         trio.open_nursery() as nursery,
     ):
+        if warm_processes:
+            nursery.start_soon(_warm_up, processes)
         try:
             yield Runtimes(
                 nursery,
@@ -170,6 +178,21 @@ async def open_runtimes(
             )
         finally:
             nursery.cancel_scope.cancel()
+
+
+async def _warm_up(processes: trio_parallel.WorkerContext) -> None:
+    try:
+        async with trio.open_nursery() as starting:
+            for _ in range(os.cpu_count() or 1):
+                starting.start_soon(
+                    functools.partial(processes.run_sync, _nothing, kill_on_cancel=True)
+                )
+    except Exception:
+        log.exception("could not start the worker processes ahead of time")
+
+
+def _nothing() -> None:
+    """Run once in each worker process as it starts."""
 
 
 @dataclass(eq=False)

@@ -101,6 +101,9 @@ class Registry:
     def names(self) -> list[str]:
         return sorted(self._registrations)
 
+    def uses(self, runtime: Runtime) -> bool:
+        return any(each.runtime == runtime for each in self._registrations.values())
+
     def defaults(self, name: str, system: ExecutionDefaults) -> ExecutionDefaults:
         """The defaults of a task called ``name``: its handler's, else the system's."""
         registration = self._registrations.get(name)

@@ -51,7 +51,7 @@ from taskq.metrics import Metrics
 from taskq.models import Worker
 from taskq.monitor import Monitor
 from taskq.queue import Queue
-from taskq.registry import ExecutionDefaults, Registry
+from taskq.registry import ExecutionDefaults, Registry, Runtime
 from taskq.store import Store
 from taskq.supervision import Liveness, RestartPolicy, supervise
 
@@ -130,7 +130,10 @@ async def run(
                 ),
             )
             restored = await _recover(channels.writer, settings.workers)
-            async with _open_runtimes(settings) as runtimes, trio.open_nursery() as actors:
+            async with (
+                _open_runtimes(settings, registry) as runtimes,
+                trio.open_nursery() as actors,
+            ):
                 handlers = worker.Handlers(registry, runtimes)
                 _start_actors(actors, channels, supervised, workers, runtimes)
                 for each in restored:
@@ -162,9 +165,13 @@ async def run(
         store.close()
 
 
-def _open_runtimes(settings: Settings) -> AbstractAsyncContextManager[Runtimes]:
+def _open_runtimes(settings: Settings, registry: Registry) -> AbstractAsyncContextManager[Runtimes]:
     retry = RetryPolicy(settings.retry_backoff_seconds, settings.retry_backoff_max_seconds)
-    return open_runtimes(retry=retry, checkpoint_grace=settings.checkpoint_grace_seconds)
+    return open_runtimes(
+        retry=retry,
+        checkpoint_grace=settings.checkpoint_grace_seconds,
+        warm_processes=registry.uses(Runtime.PROCESS),
+    )
 
 
 def _defaults(settings: Settings) -> ExecutionDefaults:

@@ -5,9 +5,9 @@ clock of the writer and the scheduler is tied to Trio's, so tests that ask for
 ``autojump_clock`` see backoffs and time limits in mock time; the process tests
 run on the real clock, since a worker process lives in real time.
 
-The mock clock here autojumps only once the loop has idled for a tenth of a
-second of real time: the writer works on a thread, which Trio counts as idle,
-and a jump in the middle of its work would fire deadlines early. For the same
+The mock clock here autojumps only once the loop has idled for 0.3 s of real
+time: the writer works on a thread (a commit waits for the disk), which Trio
+counts as idle, and a jump in the middle of its work would fire deadlines early. For the same
 reason waits carry generous deadlines (pytest-timeout bounds every test), and
 mock-time tests wait on the handlers' own events across long spans of mock
 time, polling the database only for the last short step.
@@ -18,6 +18,7 @@ from __future__ import annotations
 import asyncio
 import functools
 import math
+import os
 import random
 from collections.abc import AsyncIterator, Mapping
 from dataclasses import dataclass, field
@@ -64,7 +65,7 @@ def wall_clock() -> datetime:
 
 @pytest.fixture
 def mock_clock() -> trio.testing.MockClock:
-    return trio.testing.MockClock(autojump_threshold=0.1)
+    return trio.testing.MockClock(autojump_threshold=0.3)
 
 
 @dataclass
@@ -368,6 +369,15 @@ async def test_deleting_a_running_process_task_kills_its_process(
     await eventually(_async(_process_is_gone, pid), within=WAIT_SECONDS, what="the kill")
     after = await pipeline.submit("square", {"n": 5})
     assert (await pipeline.settled(after.id, TaskStatus.COMPLETED)).result["square"] == 25
+
+
+async def test_with_process_handlers_registered_the_pool_starts_one_process_per_core() -> None:
+    async with open_runtimes(warm_processes=True) as runtimes:
+
+        def all_up() -> bool:
+            return bool(runtimes.processes.statistics().idle_workers == (os.cpu_count() or 1))
+
+        await eventually(_async(all_up), within=WAIT_SECONDS, what="the warm-up")
 
 
 def _async(check: Any, *args: Any) -> Any:
