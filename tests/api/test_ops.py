@@ -195,7 +195,7 @@ async def test_events_follow_a_task_from_creation_to_its_outcome(
     assert [event["kind"] for event in mine] == ["task.created", "task.updated", "task.finished"]
     assert mine[0]["task"] == task
     assert mine[1]["task"]["status"] == "running"
-    assert mine[2]["detail"] == {"succeeded": True, "error": None}
+    assert mine[2]["detail"] == {"succeeded": True, "error": None, "retry_after": None}
     ids = [event["id"] for event in seen]
     assert ids == sorted(ids)
 
