@@ -68,6 +68,7 @@ def _tasks(queue: Queue) -> Blueprint:
     @validate_request(TaskCreate)
     @responds(201, TaskOut, errors=(400, 422, 503))
     async def create_task(data: TaskCreate) -> Response:
+        """Create a task; 201 once it is on disk."""
         given = data.model_fields_set
         task = await queue.submit(
             data.name,
@@ -83,6 +84,7 @@ def _tasks(queue: Queue) -> Blueprint:
     @validate_querystring(TaskListQuery)
     @responds(200, TaskListOut, errors=(422, 503))
     async def list_tasks(query_args: TaskListQuery) -> Response:
+        """List tasks, filtered and paged."""
         found = await queue.list_tasks(
             skip=query_args.skip,
             limit=query_args.limit,
@@ -96,12 +98,14 @@ def _tasks(queue: Queue) -> Blueprint:
     @tasks.get("/<task_id>")
     @responds(200, TaskOut, errors=(404, 422, 503))
     async def get_task(task_id: str) -> Response:
+        """One task."""
         return task_json(await queue.get_task(parse_id(task_id, "task_id"))), 200
 
     @tasks.put("/<task_id>")
     @validate_request(TaskUpdate)
     @responds(200, TaskOut, errors=(400, 404, 409, 422, 503))
     async def update_task(task_id: str, data: TaskUpdate) -> Response:
+        """Change the fields given; refused while the task runs."""
         changes = TaskChanges(
             fields=frozenset(data.model_fields_set),
             name=data.name,
@@ -117,21 +121,26 @@ def _tasks(queue: Queue) -> Blueprint:
     @tasks.delete("/<task_id>")
     @responds(204, description="Deleted", errors=(404, 422, 503))
     async def delete_task(task_id: str) -> Response:
+        """Delete a task in any state; a running one is cancelled."""
         await queue.delete_task(parse_id(task_id, "task_id"))
         return "", 204
 
     @tasks.patch("/<task_id>/pause")
     @responds(200, TaskOut, errors=(404, 422, 503))
     async def pause_task(task_id: str) -> Response:
+        """Pause a pending, scheduled or running task."""
         return task_json(await queue.pause_task(parse_id(task_id, "task_id"))), 200
 
     @tasks.patch("/<task_id>/resume")
     @responds(200, TaskOut, errors=(404, 422, 503))
     async def resume_task(task_id: str) -> Response:
+        """Resume a paused task."""
         return task_json(await queue.resume_task(parse_id(task_id, "task_id"))), 200
 
     @tasks.post("/<task_id>/retry")
+    @responds(200, TaskOut, errors=(404, 409, 422, 503))
     async def retry_task(task_id: str) -> Response:
+        """Put a failed task back in the queue with a fresh attempt budget."""
         return task_json(await queue.retry_task(parse_id(task_id, "task_id"))), 200
 
     return tasks
@@ -144,27 +153,32 @@ def _workers(queue: Queue) -> Blueprint:
     @validate_request(WorkerCreate)
     @responds(201, WorkerOut, errors=(400, 422, 503))
     async def create_worker(data: WorkerCreate) -> Response:
+        """Register a worker; its actor starts at once."""
         return worker_json(await queue.create_worker(data.name)), 201
 
     @workers.get("/", strict_slashes=False)
     @responds(200, WorkerListOut, errors=(503,))
     async def list_workers() -> Response:
+        """Every worker."""
         return [worker_json(worker) for worker in await queue.list_workers()], 200
 
     @workers.get("/<worker_id>")
     @responds(200, WorkerOut, errors=(404, 422, 503))
     async def get_worker(worker_id: str) -> Response:
+        """One worker."""
         return worker_json(await queue.get_worker(parse_id(worker_id, "worker_id"))), 200
 
     @workers.patch("/<worker_id>/heartbeat")
     @responds(200, WorkerOut, errors=(404, 422, 503))
     async def heartbeat(worker_id: str) -> Response:
+        """Record a heartbeat."""
         return worker_json(await queue.heartbeat(parse_id(worker_id, "worker_id"))), 200
 
     @workers.patch("/<worker_id>/status")
     @validate_request(WorkerStatusUpdate)
     @responds(200, WorkerOut, errors=(400, 404, 422, 503))
     async def set_status(worker_id: str, data: WorkerStatusUpdate) -> Response:
+        """Set a worker active or inactive."""
         worker = await queue.set_worker_status(
             parse_id(worker_id, "worker_id"), WorkerStatus(data.status)
         )

@@ -151,6 +151,10 @@ class TaskOut(BaseModel):
     worker_id: int | None
     result: Any
     error: str | None
+    attempts: int = Field(ge=0, description="executions started within the current budget")
+    max_attempts: int = Field(ge=1)
+    timeout: float | None = Field(description="seconds an execution may take; null: no limit")
+    progress: Any = Field(description="the handler's last reported progress, or null")
 
 
 class TaskListOut(RootModel[list[TaskOut]]):
