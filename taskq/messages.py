@@ -72,6 +72,14 @@ class CreateTask:
 
 
 @dataclass(frozen=True, slots=True)
+class CreateTasks:
+    """Several tasks in one transaction: all of them are created, or none."""
+
+    tasks: tuple[NewTask, ...]
+    reply: Reply | None
+
+
+@dataclass(frozen=True, slots=True)
 class GetTask:
     task_id: int
     reply: Reply | None
@@ -186,6 +194,7 @@ class SetWorkerStatus:
 
 WriterCommand: TypeAlias = (
     CreateTask
+    | CreateTasks
     | GetTask
     | ListTasks
     | UpdateTask

@@ -6,7 +6,7 @@ Every method sends one command and awaits its committed answer; domain errors
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from datetime import datetime
 from typing import Any
 
@@ -14,6 +14,7 @@ import trio
 
 from taskq.messages import (
     CreateTask,
+    CreateTasks,
     CreateWorker,
     DeleteTask,
     GetTask,
@@ -53,6 +54,17 @@ class Queue:
         new = NewTask(name, payload, priority, scheduled_at)
         task: Task = await request(self._writer, lambda reply: CreateTask(new, reply))
         return task
+
+    async def submit_many(self, news: Sequence[NewTask]) -> list[Task]:
+        """Create all of ``news`` in one transaction (one commit, one fsync); same order back.
+
+        The way to enqueue in bulk: thousands of tasks cost about what a few
+        single submits do.
+        """
+        tasks: list[Task] = await request(
+            self._writer, lambda reply: CreateTasks(tuple(news), reply)
+        )
+        return tasks
 
     async def get_task(self, task_id: int) -> Task:
         task: Task = await request(self._writer, lambda reply: GetTask(task_id, reply))

@@ -17,6 +17,7 @@ every worker and asks each to announce itself again.
 from __future__ import annotations
 
 import logging
+from collections.abc import Iterator
 
 import outcome
 import trio
@@ -60,8 +61,22 @@ async def run(
     state = _State()
     async for message in inbox:
         _handle(state, message)
+        # Everything that arrived during the last claim first: one claim then serves
+        # every worker that went idle meanwhile, in the same commit as their outcomes.
+        for waiting in _already_waiting(inbox):
+            _handle(state, waiting)
         if state.idle and state.maybe_ready and not state.stopped:
             await _claim_and_deliver(state, writer)
+
+
+def _already_waiting(
+    inbox: trio.MemoryReceiveChannel[DispatcherMessage],
+) -> Iterator[DispatcherMessage]:
+    while True:
+        try:
+            yield inbox.receive_nowait()
+        except (trio.WouldBlock, trio.EndOfChannel):
+            return
 
 
 def _handle(state: _State, message: DispatcherMessage) -> None:

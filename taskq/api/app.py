@@ -15,6 +15,7 @@ from quart_trio import QuartTrio
 from taskq.api import errors
 from taskq.api.errors import parse_id
 from taskq.api.schemas import (
+    TaskBatchCreate,
     TaskCreate,
     TaskListQuery,
     TaskUpdate,
@@ -23,7 +24,7 @@ from taskq.api.schemas import (
     task_json,
     worker_json,
 )
-from taskq.models import Priority, TaskChanges, WorkerStatus
+from taskq.models import NewTask, Priority, TaskChanges, WorkerStatus
 from taskq.queue import Queue
 
 Response = tuple[Any, int]
@@ -47,13 +48,17 @@ def _tasks(queue: Queue) -> Blueprint:
     @tasks.post("/", strict_slashes=False)
     @validate_request(TaskCreate)
     async def create_task(data: TaskCreate) -> Response:
+        new = _new_task(data)
         task = await queue.submit(
-            data.name,
-            data.payload,
-            priority=Priority(data.priority),
-            scheduled_at=data.scheduled_at,
+            new.name, new.payload, priority=new.priority, scheduled_at=new.scheduled_at
         )
         return task_json(task), 201
+
+    @tasks.post("/batch")
+    @validate_request(TaskBatchCreate)
+    async def create_tasks(data: TaskBatchCreate) -> Response:
+        created = await queue.submit_many([_new_task(item) for item in data.tasks])
+        return {"tasks": [task_json(task) for task in created]}, 201
 
     @tasks.get("/", strict_slashes=False)
     @validate_querystring(TaskListQuery)
@@ -94,6 +99,10 @@ def _tasks(queue: Queue) -> Blueprint:
         return task_json(await queue.resume_task(parse_id(task_id, "task_id"))), 200
 
     return tasks
+
+
+def _new_task(data: TaskCreate) -> NewTask:
+    return NewTask(data.name, data.payload, Priority(data.priority), data.scheduled_at)
 
 
 def _workers(queue: Queue) -> Blueprint:

@@ -22,6 +22,7 @@ from pydantic import (
 )
 
 from taskq.config import (
+    BATCH_TASKS_MAX,
     LIST_LIMIT_DEFAULT,
     LIST_LIMIT_MAX,
     TASK_NAME_MAX_LENGTH,
@@ -73,6 +74,10 @@ class TaskCreate(_Body):
     payload: Payload
     priority: PriorityValue = Priority.MEDIUM
     scheduled_at: UtcDatetime | None = None
+
+
+class TaskBatchCreate(_Body):
+    tasks: Annotated[list[TaskCreate], Field(min_length=1, max_length=BATCH_TASKS_MAX)]
 
 
 class TaskUpdate(_Body):
