@@ -20,6 +20,7 @@ from taskq.errors import NotFound, Unavailable
 from taskq.messages import (
     ClaimTasks,
     CreateTask,
+    CreateTasks,
     CreateWorker,
     DeleteTask,
     DispatcherMessage,
@@ -42,6 +43,7 @@ from taskq.messages import (
 from taskq.models import NewTask, Task, TaskStatus, WorkerStatus
 from taskq.store import Store, Tx
 from tests.actors.conftest import DEADLINE_SECONDS, NOW, receive
+from tests.conftest import eventually
 
 LATER = NOW + timedelta(hours=1)
 Answer = trio.MemoryReceiveChannel[outcome.Outcome[Any]]
@@ -59,7 +61,7 @@ class Harness:
         self._scheduler, self.scheduler = trio.open_memory_channel[SchedulerMessage](math.inf)
         self.commits = 0
 
-    def start(self, *, batch_max: int = 512) -> None:
+    def start(self, *, batch_max: int = 512, linger_seconds: float = 0.002) -> None:
         self.nursery.start_soon(
             lambda: writer.run(
                 self._inbox,
@@ -68,6 +70,7 @@ class Harness:
                 self._scheduler,
                 clock=lambda: NOW,
                 batch_max=batch_max,
+                linger_seconds=linger_seconds,
             )
         )
 
@@ -170,6 +173,51 @@ async def test_a_commit_that_fails_never_gets_a_success_reply(
     with store.transaction() as tx:
         assert tx.list_tasks(0, 10, None) == []
     assert await harness.events() == ([], [])
+
+
+async def test_a_bulk_create_is_one_transaction_answered_in_order(harness: Harness) -> None:
+    news = (NewTask("a", {}), NewTask("b", {}, scheduled_at=LATER), NewTask("c", {}))
+    single = harness.queue(lambda r: CreateTask(NewTask("alone", {}), r))
+    bulk = harness.queue(lambda r: CreateTasks(news, r))
+    harness.start()
+
+    alone = (await receive(single)).unwrap()
+    created = (await receive(bulk)).unwrap()
+
+    assert harness.commits == 1
+    assert [task.name for task in created] == ["a", "b", "c"]
+    assert [task.id for task in created] == [alone.id + 1, alone.id + 2, alone.id + 3]
+    assert [harness.stored(task.id) for task in created] == created
+    assert await harness.events() == ([TasksReady()], [TaskScheduled(LATER)])
+
+
+async def test_outcomes_nobody_waits_for_wait_for_the_next_claim(harness: Harness) -> None:
+    harness.start(linger_seconds=DEADLINE_SECONDS * 10)
+    first, second = await harness.create(), await harness.create()
+    one, two = await harness.ask(lambda r: ClaimTasks((1, 2), r))
+    committed = harness.commits
+    harness.inbox.send_nowait(FinishTask(one.id, one.attempt, True, "one", None, None))
+    harness.inbox.send_nowait(FinishTask(two.id, two.attempt, True, "two", None, None))
+    await trio.testing.wait_all_tasks_blocked()
+    assert harness.commits == committed
+
+    assert await harness.ask(lambda r: ClaimTasks((1, 2), r)) == []
+
+    assert harness.commits == committed + 1
+    assert [harness.stored(task.id).result for task in (first, second)] == ["one", "two"]
+    assert harness.stored(first.id).status == TaskStatus.COMPLETED
+
+
+async def test_outcomes_alone_are_committed_after_the_linger(harness: Harness) -> None:
+    harness.start()
+    task = await harness.create()
+    (running,) = await harness.ask(lambda r: ClaimTasks((1,), r))
+    harness.inbox.send_nowait(FinishTask(task.id, running.attempt, True, "done", None, None))
+
+    async def completed() -> bool:
+        return harness.stored(task.id).status == TaskStatus.COMPLETED
+
+    await eventually(completed, within=DEADLINE_SECONDS, what="the outcome to be committed")
 
 
 # --- refusals and failures stay with their command ---
