@@ -120,10 +120,25 @@ class ResumeTask:
 
 @dataclass(frozen=True, slots=True)
 class ClaimTasks:
-    """Give one pending task to each of ``worker_ids``, in order, as far as they go."""
+    """Give one pending task to each of ``worker_ids``, in order, as far as they go.
+
+    With ``wait``, a claim that finds nothing is not answered but parked: the
+    writer runs it again at the end of every later batch, inside that batch's
+    transaction, and answers as soon as it gets at least one task. A task
+    created (or promoted, resumed, re-queued) while workers wait is so claimed
+    in the very commit that made it ready.
+    """
 
     worker_ids: tuple[int, ...]
     reply: Reply | None
+    wait: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class WithdrawClaim:
+    """Answer the parked claim, if any, with no tasks (its workers changed)."""
+
+    reply: Reply | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -202,6 +217,7 @@ WriterCommand: TypeAlias = (
     | PauseTask
     | ResumeTask
     | ClaimTasks
+    | WithdrawClaim
     | FinishTask
     | PromoteDueTasks
     | RequeueRunning

@@ -19,11 +19,12 @@ on with the next batch.
 
 from __future__ import annotations
 
+import dataclasses
 import itertools
 import logging
 from collections.abc import Callable, Sequence
 from datetime import datetime
-from typing import Any
+from typing import Any, TypeGuard
 
 import outcome
 import trio
@@ -55,11 +56,12 @@ from taskq.messages import (
     TaskScheduled,
     TasksReady,
     UpdateTask,
+    WithdrawClaim,
     WorkerStatusChanged,
     WriterCommand,
     answer,
 )
-from taskq.models import NewTask, Task, TaskStatus, utcnow, waiting_status
+from taskq.models import NewTask, Task, TaskStatus, WorkerStatus, utcnow, waiting_status
 from taskq.store import Completion, Revoked, Store, Tx
 
 log = logging.getLogger(__name__)
@@ -79,20 +81,97 @@ async def run(
 ) -> None:
     """Apply commands in batches until every sender has closed the inbox."""
     thread = trio.CapacityLimiter(1)
-    async for first in inbox:
-        batch = [first, *_drain(inbox, batch_max - 1)]
-        if all(command.reply is None for command in batch):
-            batch += await _linger(inbox, batch_max - len(batch), linger_seconds)
-        try:
-            results, events = await trio.to_thread.run_sync(
-                apply_batch, store, batch, clock(), limiter=thread
-            )
-        except BaseException:
-            _refuse(batch, "the writer failed while applying this request; try again")
-            raise
-        for command, result in zip(batch, results, strict=True):
+    parked: ClaimTasks | None = None
+    # Workers this writer set inactive: no claim, even one sent before, reaches them.
+    stopped: set[int] = set()
+    try:
+        async for first in inbox:
+            batch = [first, *_drain(inbox, batch_max - 1)]
+            if all(command.reply is None for command in batch):
+                batch += await _linger(inbox, batch_max - len(batch), linger_seconds)
+            if parked is not None and _still_awaited(parked):
+                batch.append(parked)
+            parked = None
+            batch = _without_stopped_workers(batch, stopped)
+            try:
+                results, events = await trio.to_thread.run_sync(
+                    apply_batch, store, batch, clock(), limiter=thread
+                )
+            except BaseException:
+                _refuse(batch, "the writer failed while applying this request; try again")
+                raise
+            parked = _answer_all(batch, results)
+            _note_status_changes(batch, results, stopped)
+            _publish(events, dispatcher, scheduler)
+    finally:
+        if parked is not None:
+            answer(parked.reply, outcome.Value([]))
+
+
+def _answer_all(
+    batch: Sequence[WriterCommand], results: Sequence[outcome.Outcome[Any]]
+) -> ClaimTasks | None:
+    """Answer every command but a waiting claim that found nothing: that one is returned,
+    to be parked (the latest such claim wins; a withdrawal answers it with nothing)."""
+    parked: ClaimTasks | None = None
+    withdrawn = any(isinstance(command, WithdrawClaim) for command in batch)
+    for command, result in zip(batch, results, strict=True):
+        if _found_nothing(command, result) and not withdrawn:
+            if parked is not None:
+                answer(parked.reply, outcome.Value([]))
+            parked = command
+        else:
             answer(command.reply, result)
-        _publish(events, dispatcher, scheduler)
+    return parked
+
+
+def _found_nothing(command: WriterCommand, result: outcome.Outcome[Any]) -> TypeGuard[ClaimTasks]:
+    return (
+        isinstance(command, ClaimTasks)
+        and command.wait
+        and isinstance(result, outcome.Value)
+        and result.value == []
+    )
+
+
+def _still_awaited(claim: ClaimTasks) -> bool:
+    """A claim whose asker has gone (a restarted dispatcher) must not take tasks."""
+    return claim.reply is None or claim.reply.statistics().open_receive_channels > 0
+
+
+def _without_stopped_workers(
+    batch: Sequence[WriterCommand], stopped: set[int]
+) -> list[WriterCommand]:
+    """Leave out of every claim the workers set inactive before or within this batch;
+    a claim left with no worker is answered at once with no task."""
+    leaving = stopped | {
+        command.worker_id
+        for command in batch
+        if isinstance(command, SetWorkerStatus) and command.status != WorkerStatus.ACTIVE
+    }
+    if not leaving:
+        return list(batch)
+    kept: list[WriterCommand] = []
+    for command in batch:
+        if isinstance(command, ClaimTasks):
+            worker_ids = tuple(worker for worker in command.worker_ids if worker not in leaving)
+            if not worker_ids:
+                answer(command.reply, outcome.Value([]))
+                continue
+            command = dataclasses.replace(command, worker_ids=worker_ids)
+        kept.append(command)
+    return kept
+
+
+def _note_status_changes(
+    batch: Sequence[WriterCommand], results: Sequence[outcome.Outcome[Any]], stopped: set[int]
+) -> None:
+    for command, result in zip(batch, results, strict=True):
+        if isinstance(command, SetWorkerStatus) and isinstance(result, outcome.Value):
+            if command.status == WorkerStatus.ACTIVE:
+                stopped.discard(command.worker_id)
+            else:
+                stopped.add(command.worker_id)
 
 
 async def _linger(
@@ -264,6 +343,8 @@ def _apply(tx: Tx, command: WriterCommand, now: datetime) -> tuple[Any, list[Eve
             return task, _waiting_events(task)
         case ClaimTasks(worker_ids=worker_ids):
             return tx.claim(worker_ids, now), []
+        case WithdrawClaim():
+            return None, []
         case FinishTask():
             written = tx.finish(
                 command.task_id,

@@ -26,6 +26,7 @@ from taskq.messages import (
     DispatcherMessage,
     FinishTask,
     GetTask,
+    ListWorkers,
     PauseTask,
     PromoteDueTasks,
     Reply,
@@ -36,6 +37,7 @@ from taskq.messages import (
     TaskRevoked,
     TaskScheduled,
     TasksReady,
+    WithdrawClaim,
     WorkerStatusChanged,
     WriterCommand,
     request,
@@ -218,6 +220,43 @@ async def test_outcomes_alone_are_committed_after_the_linger(harness: Harness) -
         return harness.stored(task.id).status == TaskStatus.COMPLETED
 
     await eventually(completed, within=DEADLINE_SECONDS, what="the outcome to be committed")
+
+
+async def test_a_waiting_claim_is_parked_and_takes_a_new_task_in_its_commit(
+    started: Harness,
+) -> None:
+    waiting = started.queue(lambda r: ClaimTasks((4, 5), r, wait=True))
+    await started.ask(ListWorkers)
+    with pytest.raises(trio.WouldBlock):
+        waiting.receive_nowait()
+    committed = started.commits
+
+    task = await started.create()
+
+    (claimed,) = (await receive(waiting)).unwrap()
+    assert started.commits == committed + 1
+    assert (claimed.id, claimed.worker_id) == (task.id, 4)
+    assert started.stored(task.id) == claimed
+
+
+async def test_a_withdrawal_answers_the_parked_claim_with_nothing(started: Harness) -> None:
+    waiting = started.queue(lambda r: ClaimTasks((4,), r, wait=True))
+
+    await started.ask(WithdrawClaim)
+
+    assert (await receive(waiting)).unwrap() == []
+
+
+async def test_no_claim_reaches_a_worker_set_inactive(started: Harness) -> None:
+    worker = await started.ask(lambda r: CreateWorker("w", r))
+    waiting = started.queue(lambda r: ClaimTasks((worker.id, 99), r, wait=True))
+    await started.ask(lambda r: SetWorkerStatus(worker.id, WorkerStatus.INACTIVE, r))
+
+    task = await started.create()
+
+    (claimed,) = (await receive(waiting)).unwrap()
+    assert (claimed.id, claimed.worker_id) == (task.id, 99)
+    assert await started.ask(lambda r: ClaimTasks((worker.id,), r)) == []
 
 
 # --- refusals and failures stay with their command ---
