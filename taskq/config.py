@@ -20,6 +20,9 @@ HEARTBEAT_INTERVAL_SECONDS = 5.0
 # The writer applies at most this many commands in one transaction; larger
 # batches amortise the fsync further but delay the first reply of the batch.
 WRITER_BATCH_MAX = 512
+# A batch of outcomes nobody waits for is held this long for the claim that
+# usually follows, so both share one commit.
+WRITER_LINGER_SECONDS = 0.002
 # Commands waiting for the writer; a full inbox makes senders wait (backpressure).
 WRITER_INBOX_SIZE = 4096
 
@@ -46,6 +49,8 @@ METRICS_TASK_NAMES_MAX = 200
 # /readyz gives the database this long to answer.
 READY_TIMEOUT_SECONDS = 2.0
 
+# Tasks in one POST /api/tasks/batch: one transaction, so one writer batch's worth.
+BATCH_TASKS_MAX = 1000
 LIST_LIMIT_DEFAULT = 100
 LIST_LIMIT_MAX = 1000
 TASK_NAME_MAX_LENGTH = 255

@@ -73,6 +73,14 @@ class CreateTask:
 
 
 @dataclass(frozen=True, slots=True)
+class CreateTasks:
+    """Several tasks in one transaction: all of them are created, or none."""
+
+    tasks: tuple[NewTask, ...]
+    reply: Reply | None
+
+
+@dataclass(frozen=True, slots=True)
 class GetTask:
     task_id: int
     reply: Reply | None
@@ -122,10 +130,25 @@ class RetryTask:
 
 @dataclass(frozen=True, slots=True)
 class ClaimTasks:
-    """Give one pending task to each of ``worker_ids``, in order, as far as they go."""
+    """Give one pending task to each of ``worker_ids``, in order, as far as they go.
+
+    With ``wait``, a claim that finds nothing is not answered but parked: the
+    writer runs it again at the end of every later batch, inside that batch's
+    transaction, and answers as soon as it gets at least one task. A task
+    created (or promoted, resumed, re-queued) while workers wait is so claimed
+    in the very commit that made it ready.
+    """
 
     worker_ids: tuple[int, ...]
     reply: Reply | None
+    wait: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class WithdrawClaim:
+    """Answer the parked claim, if any, with no tasks (its workers changed)."""
+
+    reply: Reply | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -218,6 +241,7 @@ class SetWorkerStatus:
 
 WriterCommand: TypeAlias = (
     CreateTask
+    | CreateTasks
     | GetTask
     | ListTasks
     | CountTasks
@@ -227,6 +251,7 @@ WriterCommand: TypeAlias = (
     | ResumeTask
     | RetryTask
     | ClaimTasks
+    | WithdrawClaim
     | FinishTask
     | ReportProgress
     | PromoteDueTasks

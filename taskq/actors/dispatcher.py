@@ -1,11 +1,16 @@
 """The Dispatcher: matches idle workers with ready tasks.
 
-It keeps the directory of worker inboxes and the set of idle workers. When
-there are idle workers and tasks may be ready, it sends ONE claim for all of
-them to the writer (a single transaction hands out up to one task each, most
-urgent first) and delivers what comes back. ``maybe_ready`` is cleared when a
-claim comes back short and set again by ``TasksReady``; because events and
-claims share the writer's order, no wake-up is lost between the two.
+It keeps the directory of worker inboxes and the set of idle workers. While
+there are idle workers it keeps ONE claim for all of them at the writer (a
+single transaction hands out up to one task each, most urgent first) and
+delivers what comes back. The claim waits: when nothing is ready the writer
+parks it and runs it again inside every later batch, so a task created for an
+idle system is claimed in the same commit that stored it, with no wake-up
+event and no second round trip. A claim's own child task does the waiting;
+the actor meanwhile keeps routing. When a worker of the waiting claim may no
+longer take tasks (inactive, gone, shutdown), the claim is withdrawn and made
+again for those who still may; the writer itself leaves out of any claim the
+workers it has set inactive, so no claim already on its way can reach them.
 
 It also routes to workers what concerns them: revocations (pause, delete) and
 status changes. A suspended execution (paused at a checkpoint) has no worker;
@@ -18,8 +23,9 @@ each to announce itself again.
 
 from __future__ import annotations
 
+import functools
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 
 import outcome
 import trio
@@ -33,7 +39,7 @@ from taskq.messages import (
     StopTask,
     SuspensionVoided,
     TaskRevoked,
-    TasksReady,
+    WithdrawClaim,
     WorkerIdle,
     WorkerJoined,
     WorkerMessage,
@@ -53,8 +59,11 @@ class _State:
         # Insertion-ordered set: the worker idle longest is served first.
         self.idle: dict[int, None] = {}
         self.inactive: set[int] = set()
-        self.maybe_ready = True
         self.stopped = False
+        self.claimer = False
+        # The workers of the claim at the writer, while one is out.
+        self.claiming: frozenset[int] = frozenset()
+        self.withdraw = False
 
 
 def _no_suspensions(task_id: int) -> None:
@@ -68,47 +77,82 @@ async def run(
     void_suspension: Callable[[int], None] = _no_suspensions,
 ) -> None:
     state = _State()
-    async for message in inbox:
-        if isinstance(message, SuspensionVoided):
-            void_suspension(message.task_id)
-            continue
-        _handle(state, message)
-        if state.idle and state.maybe_ready and not state.stopped:
-            await _claim_and_deliver(state, writer)
+    async with trio.open_nursery() as nursery:
+        async for message in inbox:
+            _handle(state, message, void_suspension)
+            # Everything already waiting first: one claim then serves every worker
+            # that went idle meanwhile, in the same commit as their outcomes.
+            for waiting in _already_waiting(inbox):
+                _handle(state, waiting, void_suspension)
+            if state.withdraw:
+                state.withdraw = False
+                await writer.send(WithdrawClaim())
+            if state.idle and not state.claimer and not state.stopped:
+                state.claimer = True
+                nursery.start_soon(_claim_while_idle, state, writer)
+        nursery.cancel_scope.cancel()
 
 
-def _handle(state: _State, message: DispatcherMessage) -> None:
+def _already_waiting(
+    inbox: trio.MemoryReceiveChannel[DispatcherMessage],
+) -> Iterator[DispatcherMessage]:
+    while True:
+        try:
+            yield inbox.receive_nowait()
+        except (trio.WouldBlock, trio.EndOfChannel):
+            return
+
+
+def _handle(
+    state: _State, message: DispatcherMessage, void_suspension: Callable[[int], None]
+) -> None:
     match message:
         case WorkerJoined(worker_id=worker_id, inbox=worker_inbox):
             state.workers[worker_id] = worker_inbox
         case WorkerIdle(worker_id=worker_id):
             if worker_id in state.workers and worker_id not in state.inactive:
                 state.idle[worker_id] = None
-        case TasksReady():
-            state.maybe_ready = True
         case TaskRevoked(task_id=task_id, worker_id=worker_id, suspend=suspend):
             _tell(state, worker_id, StopTask(task_id, suspend))
+        case SuspensionVoided(task_id=task_id):
+            void_suspension(task_id)
         case WorkerStatusChanged(worker_id=worker_id, status=status):
             if status == WorkerStatus.ACTIVE:
                 state.inactive.discard(worker_id)
             else:
                 state.inactive.add(worker_id)
-                state.idle.pop(worker_id, None)
+                _not_idle(state, worker_id)
             _tell(state, worker_id, SetActive(status == WorkerStatus.ACTIVE))
         case StopDispatching(reply=reply):
             state.stopped = True
+            state.withdraw = bool(state.claiming)
             answer(reply, outcome.Value(None))
 
 
-async def _claim_and_deliver(state: _State, writer: trio.MemorySendChannel[WriterCommand]) -> None:
-    worker_ids = tuple(state.idle)
-    claimed: list[Task] = await request(writer, lambda reply: ClaimTasks(worker_ids, reply))
-    if len(claimed) < len(worker_ids):
-        state.maybe_ready = False
-    for task in claimed:
-        assert task.worker_id is not None
-        state.idle.pop(task.worker_id, None)
-        _tell(state, task.worker_id, RunTask(task))
+def _not_idle(state: _State, worker_id: int) -> None:
+    state.idle.pop(worker_id, None)
+    if worker_id in state.claiming:
+        state.withdraw = True
+
+
+async def _claim_while_idle(state: _State, writer: trio.MemorySendChannel[WriterCommand]) -> None:
+    """Claim for the idle workers, deliver, and again for those left, while there are any."""
+    try:
+        while state.idle and not state.stopped:
+            worker_ids = tuple(state.idle)
+            state.claiming = frozenset(worker_ids)
+            try:
+                claimed: list[Task] = await request(
+                    writer, functools.partial(ClaimTasks, worker_ids, wait=True)
+                )
+            finally:
+                state.claiming = frozenset()
+            for task in claimed:
+                assert task.worker_id is not None
+                state.idle.pop(task.worker_id, None)
+                _tell(state, task.worker_id, RunTask(task))
+    finally:
+        state.claimer = False
 
 
 def _tell(state: _State, worker_id: int, message: WorkerMessage) -> None:
@@ -121,4 +165,4 @@ def _tell(state: _State, worker_id: int, message: WorkerMessage) -> None:
     except (trio.ClosedResourceError, trio.BrokenResourceError):
         log.warning("worker %d is gone; forgetting it", worker_id)
         state.workers.pop(worker_id, None)
-        state.idle.pop(worker_id, None)
+        _not_idle(state, worker_id)

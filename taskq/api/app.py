@@ -17,6 +17,8 @@ from taskq.api import dashboard, errors, ops
 from taskq.api.errors import parse_id
 from taskq.api.openapi import Provider, responds
 from taskq.api.schemas import (
+    TaskBatchCreate,
+    TaskBatchOut,
     TaskCreate,
     TaskListOut,
     TaskListQuery,
@@ -69,16 +71,17 @@ def _tasks(queue: Queue) -> Blueprint:
     @responds(201, TaskOut, errors=(400, 422, 503))
     async def create_task(data: TaskCreate) -> Response:
         """Create a task; 201 once it is on disk."""
-        given = data.model_fields_set
-        task = await queue.submit(
-            data.name,
-            data.payload,
-            priority=Priority(data.priority),
-            scheduled_at=data.scheduled_at,
-            max_attempts=data.max_attempts if data.max_attempts is not None else DEFAULT,
-            timeout=data.timeout if "timeout" in given else DEFAULT,
-        )
+        task = await queue.submit(data.name, data.payload, **_options(data))
         return task_json(task), 201
+
+    @tasks.post("/batch")
+    @validate_request(TaskBatchCreate)
+    @responds(201, TaskBatchOut, errors=(400, 422, 503))
+    async def create_tasks(data: TaskBatchCreate) -> Response:
+        """Create up to 1000 tasks in one transaction; 201 once all are on disk."""
+        news = [queue.new_task(item.name, item.payload, **_options(item)) for item in data.tasks]
+        created = await queue.submit_many(news)
+        return {"tasks": [task_json(task) for task in created]}, 201
 
     @tasks.get("/", strict_slashes=False)
     @validate_querystring(TaskListQuery)
@@ -144,6 +147,16 @@ def _tasks(queue: Queue) -> Blueprint:
         return task_json(await queue.retry_task(parse_id(task_id, "task_id"))), 200
 
     return tasks
+
+
+def _options(data: TaskCreate) -> dict[str, Any]:
+    """The body's options as ``Queue.submit`` takes them; a field left out takes its default."""
+    return {
+        "priority": Priority(data.priority),
+        "scheduled_at": data.scheduled_at,
+        "max_attempts": DEFAULT if data.max_attempts is None else data.max_attempts,
+        "timeout": data.timeout if "timeout" in data.model_fields_set else DEFAULT,
+    }
 
 
 def _workers(queue: Queue) -> Blueprint:

@@ -34,10 +34,15 @@ def parse_id(raw: str, what: str) -> int:
 
 
 def describe(error: ValidationError) -> str:
-    """Pydantic's errors as one readable line: 'priority: Input should be ... ; name: ...'."""
+    """Pydantic's errors as one readable line: 'priority: Input should be ... ; name: ...'.
+
+    List positions read as indexes, so a bad item of a batch is 'tasks[3].priority'.
+    """
     parts = []
     for item in error.errors(include_url=False):
-        where = ".".join(str(part) for part in item["loc"])
+        where = "".join(
+            f"[{part}]" if isinstance(part, int) else f".{part}" for part in item["loc"]
+        ).removeprefix(".")
         parts.append(f"{where}: {item['msg']}" if where else item["msg"])
     return "; ".join(parts)
 

@@ -23,6 +23,7 @@ from pydantic import (
 )
 
 from taskq.config import (
+    BATCH_TASKS_MAX,
     LIST_LIMIT_DEFAULT,
     LIST_LIMIT_MAX,
     MAX_ATTEMPTS_LIMIT,
@@ -98,6 +99,10 @@ class TaskCreate(_TaskBody):
     timeout: TimeoutSeconds | None = None
 
 
+class TaskBatchCreate(_Body):
+    tasks: Annotated[list[TaskCreate], Field(min_length=1, max_length=BATCH_TASKS_MAX)]
+
+
 class TaskUpdate(_TaskBody):
     """Every field optional; only those present are changed."""
 
@@ -159,6 +164,12 @@ class TaskOut(BaseModel):
 
 class TaskListOut(RootModel[list[TaskOut]]):
     """A page of tasks, in the order asked for."""
+
+
+class TaskBatchOut(BaseModel):
+    """The created tasks, in the order they were given."""
+
+    tasks: list[TaskOut]
 
 
 class WorkerOut(BaseModel):

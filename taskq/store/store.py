@@ -14,7 +14,17 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Engine, Row, Update, delete, func, insert, select, update
+from sqlalchemy import (
+    Engine,
+    Row,
+    Update,
+    bindparam,
+    delete,
+    func,
+    insert,
+    select,
+    update,
+)
 from sqlalchemy.engine import Connection
 
 from taskq.errors import Conflict, NotFound
@@ -32,6 +42,7 @@ from taskq.models import (
     allowed,
     waiting_status,
 )
+from taskq.store import hot
 from taskq.store.engine import migrate, open_engine
 from taskq.store.schema import tasks, workers
 
@@ -45,6 +56,24 @@ CANNOT_UPDATE_RUNNING = "Task is running and cannot be updated; pause it first"
 CANNOT_RETRY = "Task cannot be retried (must be in FAILED state)"
 
 
+# Built once: SQLAlchemy then finds them compiled in its cache instead of building
+# and compiling a statement per request.
+_GET_TASK = select(tasks).where(tasks.c.id == bindparam("b_id"))
+_LIST_TASKS = (
+    select(tasks).order_by(tasks.c.id).offset(bindparam("b_skip")).limit(bindparam("b_limit"))
+)
+_LIST_TASKS_BY_STATUS = _LIST_TASKS.where(tasks.c.status == bindparam("b_status"))
+
+
+@dataclass(frozen=True, slots=True)
+class Completion:
+    """A handler's successful outcome, as ``Tx.complete_many`` records it."""
+
+    task_id: int
+    attempt: int
+    result: Any
+
+
 @dataclass(frozen=True, slots=True)
 class Revoked:
     """A change that took a running task away from its worker."""
@@ -56,6 +85,7 @@ class Revoked:
 class Store:
     def __init__(self, engine: Engine) -> None:
         self.engine = engine
+        self._writer_connection: Connection | None = None
 
     @classmethod
     def open(cls, url: str, *, migrate_schema: bool = True) -> Store:
@@ -69,7 +99,29 @@ class Store:
         with self.engine.begin() as connection:
             yield Tx(connection)
 
+    @contextmanager
+    def writer_transaction(self) -> Iterator[Tx]:
+        """A transaction on the writer's own connection, kept open between batches.
+
+        Only the writer's thread may use it; it saves a pool check-out and
+        check-in per batch. After any failure it goes back to the pool, which
+        rolls back whatever the failure left open, and the next batch takes a
+        fresh one.
+        """
+        if self._writer_connection is None:
+            self._writer_connection = self.engine.connect()
+        try:
+            with self._writer_connection.begin():
+                yield Tx(self._writer_connection)
+        except BaseException:
+            self._writer_connection.close()
+            self._writer_connection = None
+            raise
+
     def close(self) -> None:
+        if self._writer_connection is not None:
+            self._writer_connection.close()
+            self._writer_connection = None
         self.engine.dispose()
 
 
@@ -82,26 +134,15 @@ class Tx:
     # --- tasks ---
 
     def create_task(self, new: NewTask, now: datetime) -> Task:
-        row = self.connection.execute(
-            insert(tasks)
-            .values(
-                name=new.name,
-                payload=dict(new.payload),
-                priority=int(new.priority),
-                scheduled_at=new.scheduled_at,
-                status=waiting_status(new.scheduled_at, now),
-                created_at=now,
-                updated_at=now,
-                attempt=0,
-                max_attempts=new.max_attempts,
-                timeout=new.timeout,
-            )
-            .returning(*tasks.c)
-        ).one()
-        return _task(row)
+        (task,) = self.create_many([new], now)
+        return task
+
+    def create_many(self, news: Sequence[NewTask], now: datetime) -> list[Task]:
+        """Insert ``news`` in as few statements as can hold them; same order back."""
+        return hot.create_many(self.connection, news, now) if news else []
 
     def get_task(self, task_id: int) -> Task:
-        row = self.connection.execute(select(tasks).where(tasks.c.id == task_id)).one_or_none()
+        row = self.connection.execute(_GET_TASK, {"b_id": task_id}).one_or_none()
         if row is None:
             raise NotFound(TASK_NOT_FOUND)
         return _task(row)
@@ -116,6 +157,15 @@ class Tx:
         priority: Priority | None = None,
         newest_first: bool = False,
     ) -> list[Task]:
+        page = {"b_skip": skip, "b_limit": limit}
+        if name is None and priority is None and not newest_first:
+            if status is None:
+                rows = self.connection.execute(_LIST_TASKS, page)
+            else:
+                rows = self.connection.execute(
+                    _LIST_TASKS_BY_STATUS, {**page, "b_status": str(status)}
+                )
+            return [_task(row) for row in rows]
         order = tasks.c.id.desc() if newest_first else tasks.c.id
         query = select(tasks).order_by(order).offset(skip).limit(limit)
         if status is not None:
@@ -205,30 +255,12 @@ class Tx:
     def claim(self, worker_ids: Sequence[int], now: datetime) -> list[Task]:
         """Hand the most urgent pending tasks to ``worker_ids``, one each, in order.
 
-        The attempt counter goes up with every claim; it is the fencing token that
-        ``finish`` checks, so the result of an execution that was taken away
-        (paused, deleted, re-queued) can never land.
+        Two statements however many workers (``hot.claim``). The attempt counter
+        goes up with every claim; it is the fencing token that ``finish`` checks,
+        so the result of an execution that was taken away (paused, deleted,
+        re-queued) can never land.
         """
-        ready = self.connection.execute(
-            select(tasks.c.id)
-            .where(tasks.c.status.in_(SOURCES[Action.CLAIM]))
-            .order_by(tasks.c.priority.desc(), tasks.c.id)
-            .limit(len(worker_ids))
-            .with_for_update(skip_locked=True)
-        ).scalars()
-        return [
-            self._set(
-                task_id,
-                status=TaskStatus.RUNNING,
-                attempt=tasks.c.attempt + 1,
-                attempts=tasks.c.attempts + 1,
-                worker_id=worker_id,
-                started_at=now,
-                completed_at=None,
-                updated_at=now,
-            )
-            for task_id, worker_id in zip(list(ready), worker_ids, strict=False)
-        ]
+        return hot.claim(self.connection, worker_ids, now) if worker_ids else []
 
     def finish(
         self,
@@ -241,22 +273,37 @@ class Tx:
         now: datetime,
     ) -> bool:
         """Record a handler's outcome; False when the execution was fenced off."""
-        written = self.connection.execute(
-            update(tasks)
-            .where(
-                tasks.c.id == task_id,
-                tasks.c.status.in_(SOURCES[Action.FINISH]),
-                tasks.c.attempt == attempt,
-            )
-            .values(
-                status=TaskStatus.COMPLETED if succeeded else TaskStatus.FAILED,
-                result=result,
-                error=error,
-                completed_at=now,
-                updated_at=now,
-            )
+        status = TaskStatus.COMPLETED if succeeded else TaskStatus.FAILED
+        outcome = (task_id, attempt, status, result, error)
+        return hot.finish_many(self.connection, [outcome], now) == 1
+
+    def complete_many(self, completions: Sequence[Completion], now: datetime) -> list[bool]:
+        """Record many successful outcomes with one executemany, each fenced like ``finish``.
+
+        Answers which were written. An executemany only counts rows in all, so in
+        the rare batch where some were fenced off, the rows this batch completed
+        (fenced by attempt and stamped ``now``) are read back to tell which.
+        """
+        written = hot.finish_many(
+            self.connection,
+            [
+                (done.task_id, done.attempt, TaskStatus.COMPLETED, done.result, None)
+                for done in completions
+            ],
+            now,
         )
-        return written.rowcount == 1
+        if written == len(completions):
+            return [True] * written
+        completed = set(
+            self.connection.execute(
+                select(tasks.c.id, tasks.c.attempt).where(
+                    tasks.c.id.in_([done.task_id for done in completions]),
+                    tasks.c.status == TaskStatus.COMPLETED,
+                    tasks.c.completed_at == now,
+                )
+            ).tuples()
+        )
+        return [(done.task_id, done.attempt) in completed for done in completions]
 
     def schedule_retry(
         self, task_id: int, attempt: int, *, error: str, at: datetime, now: datetime

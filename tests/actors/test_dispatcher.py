@@ -21,6 +21,7 @@ from taskq.messages import (
     StopTask,
     TaskRevoked,
     TasksReady,
+    WithdrawClaim,
     WorkerIdle,
     WorkerJoined,
     WorkerMessage,
@@ -82,21 +83,33 @@ async def harness(nursery: trio.Nursery) -> AsyncIterator[Harness]:
 
 
 async def make_claims_short(harness: Harness, worker_id: int) -> None:
-    """Idle ``worker_id`` and answer its claim with nothing: tasks are no longer 'maybe ready'."""
+    """Idle ``worker_id`` and answer its claim with nothing, as a withdrawal would: the
+    dispatcher claims for it again at once."""
     harness.idle(worker_id)
     assert await harness.claim([]) == (worker_id,)
 
 
-async def test_claims_once_for_all_idle_workers(harness: Harness) -> None:
+async def test_claims_once_for_all_idle_workers_and_the_claim_waits(harness: Harness) -> None:
     harness.join(1, 2, 3)
-    await make_claims_short(harness, 1)
-    harness.idle(2, 3)
+    harness.idle(1, 2, 3)
+
+    command = await receive(harness.writer)
+
+    assert isinstance(command, ClaimTasks)
+    assert (command.worker_ids, command.wait) == ((1, 2, 3), True)
     await harness.no_claim()
 
-    harness.inbox.send_nowait(TasksReady())
 
-    assert await harness.claim([]) == (1, 2, 3)
+async def test_one_claim_is_out_at_a_time(harness: Harness) -> None:
+    harness.join(1, 2)
+    harness.idle(1)
+    command = await receive(harness.writer)
+    harness.idle(2)
     await harness.no_claim()
+
+    answer(command.reply, outcome.Value([running_task(5, 1)]))
+
+    assert await harness.claim([]) == (2,)
 
 
 async def test_delivers_each_claimed_task_to_its_worker(harness: Harness) -> None:
@@ -112,18 +125,30 @@ async def test_delivers_each_claimed_task_to_its_worker(harness: Harness) -> Non
     assert await harness.received(3) == [RunTask(running_task(10, 3))]
 
 
-async def test_a_short_claim_stops_claiming_until_tasks_are_ready(harness: Harness) -> None:
+async def test_a_claim_that_serves_some_is_followed_by_one_for_the_rest(
+    harness: Harness,
+) -> None:
     harness.join(1, 2)
-    await make_claims_short(harness, 1)
+    harness.idle(1, 2)
 
-    harness.idle(2)
-    await harness.no_claim()
-
-    harness.inbox.send_nowait(TasksReady())
     assert await harness.claim([running_task(5, 1)]) == (1, 2)
 
-    harness.inbox.send_nowait(TasksReady())
     assert await harness.claim([]) == (2,)
+
+
+async def test_a_waiting_claim_is_withdrawn_when_one_of_its_workers_stops(
+    harness: Harness,
+) -> None:
+    harness.join(1, 2)
+    harness.idle(1, 2)
+    waiting = await receive(harness.writer)
+    assert isinstance(waiting, ClaimTasks)
+
+    harness.inbox.send_nowait(WorkerStatusChanged(2, WorkerStatus.INACTIVE))
+
+    assert isinstance(await receive(harness.writer), WithdrawClaim)
+    answer(waiting.reply, outcome.Value([]))
+    assert await harness.claim([]) == (1,)
 
 
 async def test_a_full_claim_keeps_claiming_for_the_next_idle_worker(harness: Harness) -> None:
@@ -193,8 +218,19 @@ async def test_stop_dispatching_answers_and_stops_claims(harness: Harness) -> No
 
     await request(harness.inbox, StopDispatching)
     harness.idle(1)
-    harness.inbox.send_nowait(TasksReady())
 
+    await harness.no_claim()
+
+
+async def test_stop_dispatching_withdraws_the_waiting_claim(harness: Harness) -> None:
+    harness.join(1)
+    harness.idle(1)
+    waiting = await receive(harness.writer)
+
+    await request(harness.inbox, StopDispatching)
+
+    assert isinstance(await receive(harness.writer), WithdrawClaim)
+    answer(waiting.reply, outcome.Value([]))
     await harness.no_claim()
 
 

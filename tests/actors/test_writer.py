@@ -20,10 +20,13 @@ from taskq.errors import NotFound, Unavailable
 from taskq.messages import (
     ClaimTasks,
     CreateTask,
+    CreateTasks,
     CreateWorker,
     DeleteTask,
     DispatcherMessage,
     FinishTask,
+    GetTask,
+    ListWorkers,
     PauseTask,
     PromoteDueTasks,
     Reply,
@@ -35,6 +38,7 @@ from taskq.messages import (
     TaskRevoked,
     TaskScheduled,
     TasksReady,
+    WithdrawClaim,
     WorkerStatusChanged,
     WriterCommand,
     request,
@@ -42,6 +46,7 @@ from taskq.messages import (
 from taskq.models import NewTask, Task, TaskStatus, WorkerStatus
 from taskq.store import Store, Tx
 from tests.actors.conftest import DEADLINE_SECONDS, NOW, receive
+from tests.conftest import eventually
 
 LATER = NOW + timedelta(hours=1)
 Answer = trio.MemoryReceiveChannel[outcome.Outcome[Any]]
@@ -59,7 +64,7 @@ class Harness:
         self._scheduler, self.scheduler = trio.open_memory_channel[SchedulerMessage](math.inf)
         self.commits = 0
 
-    def start(self, *, batch_max: int = 512) -> None:
+    def start(self, *, batch_max: int = 512, linger_seconds: float = 0.002) -> None:
         self.nursery.start_soon(
             lambda: writer.run(
                 self._inbox,
@@ -68,6 +73,7 @@ class Harness:
                 self._scheduler,
                 clock=lambda: NOW,
                 batch_max=batch_max,
+                linger_seconds=linger_seconds,
             )
         )
 
@@ -163,13 +169,95 @@ async def test_a_commit_that_fails_never_gets_a_success_reply(
     harness.start()
 
     for answer in answers:
-        with pytest.raises(Unavailable, match="database error"):
+        with pytest.raises(Unavailable, match="could not apply"):
             (await receive(answer)).unwrap()
     event.remove(store.engine, "commit", fail)
 
     with store.transaction() as tx:
         assert tx.list_tasks(0, 10, None) == []
     assert await harness.events() == ([], [])
+
+
+async def test_a_bulk_create_is_one_transaction_answered_in_order(harness: Harness) -> None:
+    news = (NewTask("a", {}), NewTask("b", {}, scheduled_at=LATER), NewTask("c", {}))
+    single = harness.queue(lambda r: CreateTask(NewTask("alone", {}), r))
+    bulk = harness.queue(lambda r: CreateTasks(news, r))
+    harness.start()
+
+    alone = (await receive(single)).unwrap()
+    created = (await receive(bulk)).unwrap()
+
+    assert harness.commits == 1
+    assert [task.name for task in created] == ["a", "b", "c"]
+    assert [task.id for task in created] == [alone.id + 1, alone.id + 2, alone.id + 3]
+    assert [harness.stored(task.id) for task in created] == created
+    assert await harness.events() == ([TasksReady()], [TaskScheduled(LATER)])
+
+
+async def test_outcomes_nobody_waits_for_wait_for_the_next_claim(harness: Harness) -> None:
+    harness.start(linger_seconds=DEADLINE_SECONDS * 10)
+    first, second = await harness.create(), await harness.create()
+    one, two = await harness.ask(lambda r: ClaimTasks((1, 2), r))
+    committed = harness.commits
+    harness.inbox.send_nowait(FinishTask(one.id, one.attempt, True, "one", None, None))
+    harness.inbox.send_nowait(FinishTask(two.id, two.attempt, True, "two", None, None))
+    await trio.testing.wait_all_tasks_blocked()
+    assert harness.commits == committed
+
+    assert await harness.ask(lambda r: ClaimTasks((1, 2), r)) == []
+
+    assert harness.commits == committed + 1
+    assert [harness.stored(task.id).result for task in (first, second)] == ["one", "two"]
+    assert harness.stored(first.id).status == TaskStatus.COMPLETED
+
+
+async def test_outcomes_alone_are_committed_after_the_linger(harness: Harness) -> None:
+    harness.start()
+    task = await harness.create()
+    (running,) = await harness.ask(lambda r: ClaimTasks((1,), r))
+    harness.inbox.send_nowait(FinishTask(task.id, running.attempt, True, "done", None, None))
+
+    async def completed() -> bool:
+        return harness.stored(task.id).status == TaskStatus.COMPLETED
+
+    await eventually(completed, within=DEADLINE_SECONDS, what="the outcome to be committed")
+
+
+async def test_a_waiting_claim_is_parked_and_takes_a_new_task_in_its_commit(
+    started: Harness,
+) -> None:
+    waiting = started.queue(lambda r: ClaimTasks((4, 5), r, wait=True))
+    await started.ask(ListWorkers)
+    with pytest.raises(trio.WouldBlock):
+        waiting.receive_nowait()
+    committed = started.commits
+
+    task = await started.create()
+
+    (claimed,) = (await receive(waiting)).unwrap()
+    assert started.commits == committed + 1
+    assert (claimed.id, claimed.worker_id) == (task.id, 4)
+    assert started.stored(task.id) == claimed
+
+
+async def test_a_withdrawal_answers_the_parked_claim_with_nothing(started: Harness) -> None:
+    waiting = started.queue(lambda r: ClaimTasks((4,), r, wait=True))
+
+    await started.ask(WithdrawClaim)
+
+    assert (await receive(waiting)).unwrap() == []
+
+
+async def test_no_claim_reaches_a_worker_set_inactive(started: Harness) -> None:
+    worker = await started.ask(lambda r: CreateWorker("w", r))
+    waiting = started.queue(lambda r: ClaimTasks((worker.id, 99), r, wait=True))
+    await started.ask(lambda r: SetWorkerStatus(worker.id, WorkerStatus.INACTIVE, r))
+
+    task = await started.create()
+
+    (claimed,) = (await receive(waiting)).unwrap()
+    assert (claimed.id, claimed.worker_id) == (task.id, 99)
+    assert await started.ask(lambda r: ClaimTasks((worker.id,), r)) == []
 
 
 # --- refusals and failures stay with their command ---
@@ -195,7 +283,7 @@ async def test_a_database_error_fails_only_its_own_command(harness: Harness) -> 
     harness.start()
 
     a = (await receive(first)).unwrap()
-    with pytest.raises(Unavailable, match="database error"):
+    with pytest.raises(Unavailable, match="could not apply"):
         (await receive(bad)).unwrap()
     b = (await receive(last)).unwrap()
 
@@ -203,27 +291,28 @@ async def test_a_database_error_fails_only_its_own_command(harness: Harness) -> 
     assert await harness.events() == ([TasksReady()], [])
 
 
-async def test_an_unexpected_error_refuses_the_whole_batch_and_crashes(
-    store: Store, monkeypatch: pytest.MonkeyPatch
+async def test_an_unexpected_error_refuses_only_its_command_and_the_writer_carries_on(
+    harness: Harness, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    def broken(*_args: object) -> Task:
-        raise RuntimeError("bug")
+    real_get_task = Tx.get_task
 
-    monkeypatch.setattr(Tx, "create_task", broken)
-    inbox_send, inbox = trio.open_memory_channel[WriterCommand](math.inf)
-    events, _ = trio.open_memory_channel[Any](math.inf)
-    replies = []
-    for _ in range(2):
-        reply, answer = trio.open_memory_channel[outcome.Outcome[Any]](1)
-        inbox_send.send_nowait(CreateTask(NewTask("job", {}), reply))
-        replies.append(answer)
+    def broken_for_404(tx: Tx, task_id: int) -> Task:
+        if task_id == 404:
+            raise RuntimeError("bug")
+        return real_get_task(tx, task_id)
 
-    with pytest.raises(RuntimeError, match="bug"):
-        await writer.run(inbox, store, events, events, clock=lambda: NOW)
+    monkeypatch.setattr(Tx, "get_task", broken_for_404)
+    first = harness.queue(lambda r: CreateTask(NewTask("a", {}), r))
+    bad = harness.queue(lambda r: GetTask(404, r))
+    last = harness.queue(lambda r: CreateTask(NewTask("b", {}), r))
+    harness.start()
 
-    for answer in replies:
-        with pytest.raises(Unavailable):
-            answer.receive_nowait().unwrap()
+    a = (await receive(first)).unwrap()
+    with pytest.raises(Unavailable, match="RuntimeError"):
+        (await receive(bad)).unwrap()
+    b = (await receive(last)).unwrap()
+    assert (harness.stored(a.id).name, harness.stored(b.id).name) == ("a", "b")
+    assert (await harness.ask(lambda r: GetTask(b.id, r))).name == "b"
 
 
 # --- fencing ---

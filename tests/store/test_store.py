@@ -10,7 +10,7 @@ from sqlalchemy import delete
 
 from taskq.errors import Conflict, NotFound
 from taskq.models import NewTask, Priority, Task, TaskChanges, TaskStatus, WorkerStatus
-from taskq.store import Store
+from taskq.store import Completion, Store
 from taskq.store.engine import open_engine
 from taskq.store.schema import metadata, workers
 
@@ -370,3 +370,69 @@ def test_worker_operations_on_a_missing_worker_are_not_found(store: Store) -> No
             tx.heartbeat(404, NOW)
         with pytest.raises(NotFound, match=r"^Worker not found$"):
             tx.set_worker_status(404, WorkerStatus.INACTIVE, NOW)
+
+
+# --- many at once ---
+
+
+def test_create_many_answers_each_task_in_order_as_stored(store: Store) -> None:
+    news = [
+        NewTask("a", {"n": 1}, Priority.LOW),
+        NewTask("b", {"n": 2}, Priority.CRITICAL, LATER),
+        NewTask("c", {"nested": [1, {"x": None}]}),
+    ]
+    with store.transaction() as tx:
+        created = tx.create_many(news, NOW)
+
+    assert [task.name for task in created] == ["a", "b", "c"]
+    assert [task.status for task in created] == [
+        TaskStatus.PENDING,
+        TaskStatus.SCHEDULED,
+        TaskStatus.PENDING,
+    ]
+    assert created[0].id < created[1].id < created[2].id
+    assert [get(store, task.id) for task in created] == created
+
+
+def test_create_many_spanning_several_statements_keeps_the_order(store: Store) -> None:
+    news = [NewTask("job", {"n": number}) for number in range(1234)]
+    with store.transaction() as tx:
+        created = tx.create_many(news, NOW)
+
+    assert [task.payload for task in created] == [{"n": number} for number in range(1234)]
+    assert [get(store, task.id).payload for task in created[::97]] == [
+        {"n": number} for number in range(0, 1234, 97)
+    ]
+
+
+def test_create_many_of_nothing_creates_nothing(store: Store) -> None:
+    with store.transaction() as tx:
+        assert tx.create_many([], NOW) == []
+        assert tx.list_tasks(0, 10, None) == []
+
+
+def test_a_claim_for_many_workers_is_what_the_database_then_holds(store: Store) -> None:
+    for _ in range(5):
+        create(store)
+
+    claimed = claim(store, 11, 12, 13)
+
+    assert [task.worker_id for task in claimed] == [11, 12, 13]
+    assert [get(store, task.id) for task in claimed] == claimed
+
+
+def test_complete_many_writes_current_attempts_and_fences_off_stale_ones(store: Store) -> None:
+    first, second = create(store), create(store)
+    claim(store, 1, 2)
+    with store.transaction() as tx:
+        tx.requeue_running(2, NOW)
+    claim(store, 3)  # second runs again, as attempt 2
+
+    with store.transaction() as tx:
+        tx.complete_many(
+            [Completion(first.id, 1, {"ok": 1}), Completion(second.id, 1, "late")], LATER
+        )
+
+    done, rerun = get(store, first.id), get(store, second.id)
+    assert (done.status, done.result, done.completed_at) == (TaskStatus.COMPLETED, {"ok": 1}, LATER)
+    assert (rerun.status, rerun.attempt, rerun.result) == (TaskStatus.RUNNING, 2, None)

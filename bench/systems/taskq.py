@@ -1,0 +1,673 @@
+"""taskq under the shared benchmark scenarios; prints one JSON object as its last line.
+
+    python bench/systems/taskq.py <scenario> [--n N] [--lead S] [--connections C]
+                                             [--workers W] [--db URL]
+
+Python-API scenarios run the whole system in this process (no HTTP):
+
+* ``throughput``: N ``taskq.echo`` tasks enqueued in bulk (``Queue.submit_many``,
+  1,000 per call), drained by the workers; rates from the first enqueue to the
+  last ``completed_at``.
+* ``latency``: N tasks one after another on an idle system; enqueue (just before
+  ``submit``) -> the handler's first line.
+* ``punctuality``: N tasks, each scheduled ``--lead`` s ahead, submitted 10 ms
+  apart; the handler's first line (wall clock) - ``scheduled_at``.
+
+HTTP scenarios start ``python -m taskq`` on a fresh SQLite file (or a fresh
+PostgreSQL database with ``--db``) and talk to it with a small HTTP/1.1
+keep-alive client on raw Trio sockets (about 20 us of client CPU per request,
+far below the server's cost, so the client is not the bottleneck):
+
+* ``throughput_http``: N single ``POST /api/tasks/`` over C connections.
+* ``throughput_batch``: N tasks through ``POST /api/tasks/batch`` (1,000 a request).
+* ``http``: requests/s and latency of create and get (server with no workers, so
+  only the API is measured) against a bare Quart-Trio endpoint served the same way.
+* ``scale``: claim rate with 1,000 and with N (default 1,000,000) tasks queued,
+  ``GET /api/tasks/?status=pending&limit=100`` latency and the server's RSS at depth.
+* ``priority``: a CRITICAL task submitted behind 100,000 queued LOW ones.
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+# Run as a script, this folder comes first on sys.path and would shadow the package.
+_HERE = Path(__file__).resolve().parent
+sys.path[:] = [entry for entry in sys.path if Path(entry or ".").resolve() != _HERE]
+
+import argparse  # noqa: E402
+import functools  # noqa: E402
+import json  # noqa: E402
+import os  # noqa: E402
+import re  # noqa: E402
+import secrets  # noqa: E402
+import statistics  # noqa: E402
+import subprocess  # noqa: E402
+import tempfile  # noqa: E402
+import time  # noqa: E402
+from collections.abc import Awaitable, Callable, Iterator, Mapping  # noqa: E402
+from contextlib import contextmanager  # noqa: E402
+from dataclasses import dataclass  # noqa: E402
+from datetime import datetime, timedelta  # noqa: E402
+from typing import Any  # noqa: E402
+
+import trio  # noqa: E402
+from sqlalchemy import create_engine, insert, text  # noqa: E402
+from sqlalchemy.engine import make_url  # noqa: E402
+
+from taskq import system  # noqa: E402
+from taskq.config import Settings  # noqa: E402
+from taskq.models import NewTask, Priority, TaskStatus, utcnow  # noqa: E402
+from taskq.registry import Registry  # noqa: E402
+from taskq.store import Store  # noqa: E402
+from taskq.store.schema import tasks as tasks_table  # noqa: E402
+
+START_WITHIN_SECONDS = 60.0
+POLL_SECONDS = 0.05
+# Drained: nothing pending or running. Polled often, so the end is seen within ~20 ms.
+DRAIN_POLL_SECONDS = 0.02
+BUSY = (TaskStatus.PENDING, TaskStatus.RUNNING)
+SUBMIT_CHUNK = 1000
+LISTENING = re.compile(r"(?:taskq listening on|bare listening on) (?P<url>http://\S+)")
+DEFAULT_WORKERS = 32
+DEFAULT_N = {
+    "throughput": 10_000,
+    "latency": 200,
+    "punctuality": 200,
+    "throughput_http": 10_000,
+    "throughput_batch": 50_000,
+    "http": 10_000,
+    "scale": 1_000_000,
+    "priority": 100_000,
+}
+SCALE_SAMPLE = 1000
+PUNCTUALITY_SPACING_SECONDS = 0.01
+
+Json = dict[str, Any]
+
+
+def percentile(values: list[float], share: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, round(share * (len(ordered) - 1)))]
+
+
+def summary_ms(values: list[float]) -> Json:
+    return {
+        "p50_ms": round(statistics.median(values), 3),
+        "p99_ms": round(percentile(values, 0.99), 3),
+    }
+
+
+# --- databases ---------------------------------------------------------------------
+
+
+@contextmanager
+def fresh_database(url: str | None) -> Iterator[str]:
+    """A new SQLite file in a temporary folder, or a new uniquely named PostgreSQL database."""
+    if url is None or make_url(url).get_backend_name() == "sqlite":
+        with tempfile.TemporaryDirectory(prefix="taskq-bench-") as folder:
+            yield f"sqlite:///{Path(folder) / 'bench.db'}"
+        return
+    name = f"taskq_bench_{os.getpid()}_{secrets.token_hex(4)}"
+    admin = create_engine(url, isolation_level="AUTOCOMMIT")
+    with admin.connect() as connection:
+        connection.execute(text(f'CREATE DATABASE "{name}"'))
+    try:
+        yield make_url(url).set(database=name).render_as_string(hide_password=False)
+    finally:
+        with admin.connect() as connection:
+            connection.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+        admin.dispose()
+
+
+def fill(url: str, count: int, name: str, priority: Priority) -> None:
+    """Queue ``count`` pending tasks straight into the database (set-up, not measured)."""
+    store = Store.open(url)
+    try:
+        now = utcnow()
+        row = {
+            "name": name,
+            "payload": {},
+            "priority": int(priority),
+            "scheduled_at": None,
+            "status": str(TaskStatus.PENDING),
+            "created_at": now,
+            "updated_at": now,
+            "attempt": 0,
+        }
+        for start in range(0, count, 50_000):
+            with store.engine.begin() as connection:
+                connection.execute(insert(tasks_table), [row] * min(50_000, count - start))
+    finally:
+        store.close()
+
+
+# --- in-process scenarios (Python API) -----------------------------------------------
+
+
+class Marks:
+    """What the ``bench.mark`` handler saw: when each task's handler started."""
+
+    def __init__(self) -> None:
+        self.started: dict[int, tuple[float, datetime]] = {}
+        self.changed = trio.Event()
+
+    def registry(self) -> Registry:
+        registry = Registry()
+
+        @registry.task("bench.mark")
+        async def mark(payload: Mapping[str, Any]) -> None:
+            self.started[int(payload["n"])] = (time.perf_counter(), utcnow())
+            self.changed.set()
+            self.changed = trio.Event()
+
+        return registry
+
+    async def wait_for(self, number: int) -> tuple[float, datetime]:
+        while number not in self.started:
+            await self.changed.wait()
+        return self.started[number]
+
+
+async def with_system(
+    url: str, workers: int, registry: Registry, body: Callable[[Any], Awaitable[Json]]
+) -> Json:
+    settings = Settings(db_url=url, workers=workers, port=0, log_level="WARNING")
+    async with trio.open_nursery() as nursery:
+        running: system.Running = await nursery.start(
+            functools.partial(system.run, settings, registry, serve_http=False)
+        )
+        try:
+            return await body(running.queue)
+        finally:
+            running.stop()
+
+
+def bulk_method(queue: Any) -> str:
+    if hasattr(queue, "submit_many"):
+        return f"submit_many in chunks of {SUBMIT_CHUNK}"
+    return "no submit_many in this version: 64 concurrent single submits"
+
+
+async def submit_bulk(queue: Any, news: list[NewTask], concurrency: int) -> None:
+    """In chunks through ``submit_many``; one at a time where the queue lacks it."""
+    if hasattr(queue, "submit_many"):
+        chunks = iter(range(0, len(news), SUBMIT_CHUNK))
+
+        async def submitter() -> None:
+            for start in chunks:
+                await queue.submit_many(news[start : start + SUBMIT_CHUNK])
+
+    else:
+        items = iter(news)
+
+        async def submitter() -> None:
+            for new in items:
+                await queue.submit(new.name, new.payload, priority=new.priority)
+
+        concurrency = 64
+    async with trio.open_nursery() as nursery:
+        for _ in range(concurrency):
+            nursery.start_soon(submitter)
+
+
+async def drained(queue: Any, count: int) -> float:
+    """perf_counter when nothing is pending or running any more; all ``count`` completed."""
+    while True:
+        busy = [await queue.list_tasks(status=status, limit=1) for status in BUSY]
+        if not any(busy):
+            finished = time.perf_counter()
+            break
+        await trio.sleep(DRAIN_POLL_SECONDS)
+    last = await queue.list_tasks(status=TaskStatus.COMPLETED, skip=count - 1, limit=1)
+    assert last, f"fewer than {count} tasks completed"
+    return finished
+
+
+async def throughput(args: argparse.Namespace) -> Json:
+    news = [NewTask("taskq.echo", {"n": number}) for number in range(args.n)]
+
+    async def body(queue: Any) -> Json:
+        started = time.perf_counter()
+        await submit_bulk(queue, news, concurrency=2)
+        enqueued = time.perf_counter() - started
+        finished = await drained(queue, args.n)
+        return {
+            "enqueue_per_s": round(args.n / enqueued),
+            "end_to_end_per_s": round(args.n / (finished - started)),
+            "n": args.n,
+            "config": f"in-process Python API, {args.workers} workers, "
+            f"{bulk_method(queue)}, SQLite WAL synchronous=FULL",
+        }
+
+    with fresh_database(args.db) as url:
+        return await with_system(url, args.workers, Registry(), body)
+
+
+async def latency(args: argparse.Namespace) -> Json:
+    marks = Marks()
+
+    async def body(queue: Any) -> Json:
+        delays: list[float] = []
+        for number in range(args.n):
+            started = time.perf_counter()
+            await queue.submit("bench.mark", {"n": number})
+            began, _ = await marks.wait_for(number)
+            delays.append((began - started) * 1000)
+            await trio.sleep(0.005)  # let the finish commit: each task meets an idle system
+        return {
+            **summary_ms(delays),
+            "n": args.n,
+            "config": f"in-process Python API, {args.workers} workers, submit -> handler "
+            "start, one task at a time, SQLite WAL synchronous=FULL",
+        }
+
+    with fresh_database(args.db) as url:
+        return await with_system(url, args.workers, marks.registry(), body)
+
+
+async def punctuality(args: argparse.Namespace) -> Json:
+    marks = Marks()
+
+    async def body(queue: Any) -> Json:
+        due: dict[int, datetime] = {}
+        for number in range(args.n):
+            at = utcnow() + timedelta(seconds=args.lead)
+            due[number] = at
+            await queue.submit("bench.mark", {"n": number}, scheduled_at=at)
+            await trio.sleep(PUNCTUALITY_SPACING_SECONDS)
+        late = []
+        for number in range(args.n):
+            _, wall = await marks.wait_for(number)
+            late.append((wall - due[number]).total_seconds() * 1000)
+        return {
+            **summary_ms(late),
+            "max_ms": round(max(late), 3),
+            "min_ms": round(min(late), 3),
+            "n": args.n,
+            "config": f"in-process Python API, {args.workers} workers, each task scheduled "
+            f"{args.lead:g} s ahead, submitted {PUNCTUALITY_SPACING_SECONDS * 1000:g} ms apart; "
+            "handler start (wall clock) - scheduled_at",
+        }
+
+    with fresh_database(args.db) as url:
+        return await with_system(url, args.workers, marks.registry(), body)
+
+
+# --- HTTP: servers and a lean client ---------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class Server:
+    url: str
+    pid: int
+
+    @property
+    def address(self) -> tuple[str, int]:
+        host, port = self.url.removeprefix("http://").rsplit(":", 1)
+        return host, int(port)
+
+
+@contextmanager
+def serve(argv: list[str]) -> Iterator[Server]:
+    environ = {k: v for k, v in os.environ.items() if not k.startswith("TASKQ_")}
+    process = subprocess.Popen(
+        argv, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True, env=environ
+    )
+    try:
+        yield Server(_wait_listening(process), process.pid)
+    finally:
+        process.terminate()
+        try:
+            process.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+        assert process.stdout is not None
+        process.stdout.close()
+
+
+def taskq_server(url: str, workers: int) -> Any:
+    return serve(
+        [
+            sys.executable,
+            "-m",
+            "taskq",
+            "--db",
+            url,
+            "--port",
+            "0",
+            "--workers",
+            str(workers),
+            "--log-level",
+            "WARNING",
+        ]
+    )
+
+
+def _wait_listening(process: subprocess.Popen[str]) -> str:
+    assert process.stdout is not None
+    deadline = time.monotonic() + START_WITHIN_SECONDS
+    for line in process.stdout:
+        if found := LISTENING.search(line):
+            return found["url"]
+        if time.monotonic() > deadline:
+            break
+    raise SystemExit(f"the server did not report where it listens (exit {process.poll()})")
+
+
+def rss_mb(pid: int) -> float:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024
+    return float("nan")
+
+
+class HttpConnection:
+    """HTTP/1.1 with keep-alive on one socket; enough for JSON request/response."""
+
+    def __init__(self, stream: trio.SocketStream, host: str) -> None:
+        self.stream = stream
+        self.host = host
+        self.buffer = bytearray()
+
+    @classmethod
+    async def open(cls, server: Server) -> HttpConnection:
+        host, port = server.address
+        return cls(await trio.open_tcp_stream(host, port), host)
+
+    async def request(self, method: str, path: str, body: Any = None) -> tuple[int, Any]:
+        head = f"{method} {path} HTTP/1.1\r\nHost: {self.host}\r\n"
+        data = b""
+        if body is not None:
+            data = json.dumps(body).encode()
+            head += f"Content-Type: application/json\r\nContent-Length: {len(data)}\r\n"
+        await self.stream.send_all(head.encode() + b"\r\n" + data)
+        while (end := self.buffer.find(b"\r\n\r\n")) < 0:
+            await self._read()
+        header = bytes(self.buffer[:end]).decode("latin-1")
+        del self.buffer[: end + 4]
+        status = int(header[9:12])
+        found = re.search(r"(?im)^content-length:\s*(\d+)", header)
+        length = int(found[1]) if found else 0
+        while len(self.buffer) < length:
+            await self._read()
+        payload = bytes(self.buffer[:length])
+        del self.buffer[:length]
+        return status, json.loads(payload) if payload else None
+
+    async def _read(self) -> None:
+        chunk = await self.stream.receive_some(65536)
+        if not chunk:
+            raise ConnectionError("the server closed the connection")
+        self.buffer += chunk
+
+    async def aclose(self) -> None:
+        await self.stream.aclose()
+
+
+async def load(
+    server: Server,
+    connections: int,
+    requests: list[tuple[str, str, Any]],
+    expect: int,
+) -> tuple[float, list[float], list[Any]]:
+    """Send ``requests`` over ``connections`` keep-alive connections; (seconds, ms each, bodies)."""
+    opened = [await HttpConnection.open(server) for _ in range(connections)]
+    numbered = iter(enumerate(requests))
+    times: list[float] = [0.0] * len(requests)
+    bodies: list[Any] = [None] * len(requests)
+
+    async def client(connection: HttpConnection) -> None:
+        for index, (method, path, body) in numbered:
+            started = time.perf_counter()
+            status, answer = await connection.request(method, path, body)
+            times[index] = (time.perf_counter() - started) * 1000
+            if status != expect:
+                raise SystemExit(f"{method} {path} answered {status}: {answer}")
+            bodies[index] = answer
+
+    started = time.perf_counter()
+    async with trio.open_nursery() as nursery:
+        for connection in opened:
+            nursery.start_soon(client, connection)
+    elapsed = time.perf_counter() - started
+    for connection in opened:
+        await connection.aclose()
+    return elapsed, times, bodies
+
+
+async def http_drained(server: Server, count: int) -> float:
+    """perf_counter when the server has nothing pending or running; all ``count`` completed."""
+    connection = await HttpConnection.open(server)
+    while True:
+        busy = [
+            (await connection.request("GET", f"/api/tasks/?status={status}&limit=1"))[1]
+            for status in BUSY
+        ]
+        if not any(busy):
+            finished = time.perf_counter()
+            break
+        await trio.sleep(DRAIN_POLL_SECONDS)
+    _, last = await connection.request("GET", f"/api/tasks/?status=completed&skip={count - 1}")
+    assert last, f"fewer than {count} tasks completed"
+    await connection.aclose()
+    return finished
+
+
+async def completed_tasks(server: Server, count: int) -> list[Json]:
+    """The first ``count`` tasks to complete, once they have (polled, then fetched)."""
+    connection = await HttpConnection.open(server)
+    path = f"/api/tasks/?status=completed&skip={count - 1}&limit=1"
+    while not (await connection.request("GET", path))[1]:  # noqa: ASYNC110 - polls over HTTP
+        await trio.sleep(POLL_SECONDS)
+    done: list[Json] = []
+    while len(done) < count:
+        _, page = await connection.request(
+            "GET", f"/api/tasks/?status=completed&skip={len(done)}&limit=1000"
+        )
+        done.extend(page)
+    await connection.aclose()
+    return done[:count]
+
+
+def echo_body(number: int, **extra: Any) -> Json:
+    return {"name": "taskq.echo", "payload": {"n": number}, **extra}
+
+
+async def http_end_to_end(
+    server: Server, args: argparse.Namespace, requests: list[tuple[str, str, Any]], per: int
+) -> Json:
+    started = time.perf_counter()
+    elapsed, _, _ = await load(server, args.connections, requests, 201)
+    finished = await http_drained(server, args.n)
+    return {
+        "enqueue_per_s": round(len(requests) * per / elapsed),
+        "end_to_end_per_s": round(args.n / (finished - started)),
+        "n": args.n,
+    }
+
+
+async def throughput_http(args: argparse.Namespace) -> Json:
+    requests = [("POST", "/api/tasks/", echo_body(number)) for number in range(args.n)]
+    with fresh_database(args.db) as url, taskq_server(url, args.workers) as server:
+        found = await http_end_to_end(server, args, requests, 1)
+    return {
+        **found,
+        "config": f"python -m taskq --workers {args.workers}, SQLite WAL synchronous=FULL; "
+        f"{args.connections} keep-alive connections from a raw-socket Trio client",
+    }
+
+
+async def throughput_batch(args: argparse.Namespace) -> Json:
+    requests = [
+        (
+            "POST",
+            "/api/tasks/batch",
+            {"tasks": [echo_body(n) for n in range(start, min(args.n, start + SUBMIT_CHUNK))]},
+        )
+        for start in range(0, args.n, SUBMIT_CHUNK)
+    ]
+    connections = min(args.connections, 4)
+    with fresh_database(args.db) as url, taskq_server(url, args.workers) as server:
+        found = await http_end_to_end(
+            server,
+            argparse.Namespace(**{**vars(args), "connections": connections}),
+            requests,
+            SUBMIT_CHUNK,
+        )
+    found["enqueue_per_s"] = round(found["enqueue_per_s"] * args.n / (len(requests) * SUBMIT_CHUNK))
+    return {
+        **found,
+        "config": f"python -m taskq --workers {args.workers}, SQLite WAL synchronous=FULL; "
+        f"POST /api/tasks/batch with {SUBMIT_CHUNK} tasks each over {connections} "
+        "keep-alive connections from a raw-socket Trio client",
+    }
+
+
+def rate(elapsed: float, times: list[float]) -> Json:
+    return {"rps": round(len(times) / elapsed), **summary_ms(times)}
+
+
+async def http(args: argparse.Namespace) -> Json:
+    creates = [("POST", "/api/tasks/", echo_body(number)) for number in range(args.n)]
+    with fresh_database(args.db) as url, taskq_server(url, 0) as server:
+        await load(server, args.connections, creates[: args.n // 10], 201)  # warm-up
+        elapsed, times, bodies = await load(server, args.connections, creates, 201)
+        create = rate(elapsed, times)
+        gets = [("GET", f"/api/tasks/{body['id']}", None) for body in bodies]
+        elapsed, times, _ = await load(server, args.connections, gets, 200)
+        get = rate(elapsed, times)
+    bare_argv = [sys.executable, str(_HERE / "taskq.py"), "serve_bare"]
+    with serve(bare_argv) as server:
+        bare_requests = [("POST", "/bare", echo_body(number)) for number in range(args.n)]
+        await load(server, args.connections, bare_requests[: args.n // 10], 201)
+        elapsed, times, _ = await load(server, args.connections, bare_requests, 201)
+        bare = rate(elapsed, times)
+    return {
+        "create": create,
+        "get": get,
+        "bare": bare,
+        "create_vs_bare": round(create["rps"] / bare["rps"], 3),
+        "get_vs_bare": round(get["rps"] / bare["rps"], 3),
+        "connections": args.connections,
+        "config": "python -m taskq --workers 0 (the API alone), SQLite WAL synchronous=FULL; "
+        "bare: a Quart-Trio POST route answering 201 {} on hypercorn, same settings; "
+        f"{args.connections} keep-alive connections from a raw-socket Trio client",
+    }
+
+
+async def claim_rate(url: str, workers: int, depth: int) -> float:
+    """Claims/s over the first ``SCALE_SAMPLE`` tasks of a queue ``depth`` deep (server clock)."""
+    with taskq_server(url, workers) as server:
+        done = await completed_tasks(server, min(SCALE_SAMPLE, depth))
+    starts = sorted(datetime.fromisoformat(task["started_at"]) for task in done)
+    return (len(starts) - 1) / (starts[-1] - starts[0]).total_seconds()
+
+
+async def scale(args: argparse.Namespace) -> Json:
+    with fresh_database(args.db) as url:
+        fill(url, SCALE_SAMPLE, "taskq.echo", Priority.MEDIUM)
+        shallow = await claim_rate(url, args.workers, SCALE_SAMPLE)
+    with fresh_database(args.db) as url:
+        fill(url, args.n, "taskq.echo", Priority.MEDIUM)
+        deep = await claim_rate(url, args.workers, args.n)
+        with taskq_server(url, args.workers) as server:
+            connection = await HttpConnection.open(server)
+            times = []
+            for _ in range(50):
+                started = time.perf_counter()
+                status, page = await connection.request(
+                    "GET", "/api/tasks/?status=pending&limit=100"
+                )
+                times.append((time.perf_counter() - started) * 1000)
+                assert status == 200, status
+                assert len(page) == 100, len(page)
+            await connection.aclose()
+            rss = rss_mb(server.pid)
+    return {
+        "depth_1k": {"claim_per_s": round(shallow)},
+        "depth_1m": {"claim_per_s": round(deep), "depth": args.n},
+        "ratio": round(shallow / deep, 3),
+        "list_pending_ms": summary_ms(times),
+        "rss_mb": round(rss, 1),
+        "backend": make_url(url).get_backend_name(),
+        "config": f"python -m taskq --workers {args.workers}; claim rate from the started_at "
+        f"of the first {SCALE_SAMPLE} tasks; list latency and RSS while the workers drain",
+    }
+
+
+async def priority(args: argparse.Namespace) -> Json:
+    with fresh_database(args.db) as url:
+        fill(url, args.n, "taskq.echo", Priority.LOW)
+        with taskq_server(url, args.workers) as server:
+            connection = await HttpConnection.open(server)
+            await trio.sleep(1.0)  # the workers are busy with the LOW backlog
+            _, created = await connection.request(
+                "POST", "/api/tasks/", echo_body(-1, priority=int(Priority.CRITICAL))
+            )
+            path = f"/api/tasks/{created['id']}"
+            while (task := (await connection.request("GET", path))[1])["started_at"] is None:  # noqa: ASYNC110
+                await trio.sleep(0.005)
+            await connection.aclose()
+    began = datetime.fromisoformat(task["started_at"])
+    delay = (began - datetime.fromisoformat(created["created_at"])).total_seconds() * 1000
+    return {
+        "critical_start_ms": round(delay, 3),
+        "queued_low": args.n,
+        "config": f"python -m taskq --workers {args.workers}; started_at - created_at of the "
+        "CRITICAL task while the workers drain the LOW ones",
+    }
+
+
+async def serve_bare(_args: argparse.Namespace) -> Json:
+    """The baseline server: one Quart-Trio route that does nothing, on hypercorn as taskq is."""
+    from hypercorn.config import Config
+    from hypercorn.trio import serve as hypercorn_serve
+    from quart_trio import QuartTrio
+
+    app = QuartTrio("bare")
+
+    @app.post("/bare")
+    async def bare() -> tuple[Json, int]:
+        return {}, 201
+
+    config = Config()
+    config.bind = ["127.0.0.1:0"]
+    config.accesslog = None
+    config.loglevel = "WARNING"
+    async with trio.open_nursery() as nursery:
+        bound = await nursery.start(functools.partial(hypercorn_serve, app, config))
+        print(f"bare listening on {bound[0]}", flush=True)
+    return {}
+
+
+SCENARIOS: dict[str, Callable[[argparse.Namespace], Awaitable[Json]]] = {
+    "throughput": throughput,
+    "latency": latency,
+    "punctuality": punctuality,
+    "throughput_http": throughput_http,
+    "throughput_batch": throughput_batch,
+    "http": http,
+    "scale": scale,
+    "priority": priority,
+    "serve_bare": serve_bare,
+}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("scenario", choices=sorted(SCENARIOS))
+    parser.add_argument("--n", type=int, help="size of the run (default: the full size)")
+    parser.add_argument("--lead", type=float, default=2.0, help="seconds ahead to schedule")
+    parser.add_argument("--connections", type=int, default=32, help="HTTP connections")
+    parser.add_argument("--workers", type=int, default=DEFAULT_WORKERS, help="taskq workers")
+    parser.add_argument("--db", help="database URL (default: a fresh SQLite file)")
+    args = parser.parse_args()
+    args.n = args.n or DEFAULT_N.get(args.scenario, 0)
+    print(json.dumps(trio.run(SCENARIOS[args.scenario], args)), flush=True)
+
+
+if __name__ == "__main__":
+    main()
