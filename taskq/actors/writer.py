@@ -104,7 +104,7 @@ async def run(
             if parked is not None and _still_awaited(parked):
                 batch.append(parked)
             parked = None
-            batch = _without_stopped_workers(batch, stopped)
+            batch = _claims_last(_without_stopped_workers(batch, stopped))
             now = clock()
             started = time.perf_counter()
             try:
@@ -154,6 +154,12 @@ def _found_nothing(command: WriterCommand, result: outcome.Outcome[Any]) -> Type
 def _still_awaited(claim: ClaimTasks) -> bool:
     """A claim whose asker has gone (a restarted dispatcher) must not take tasks."""
     return claim.reply is None or claim.reply.statistics().open_receive_channels > 0
+
+
+def _claims_last(batch: Sequence[WriterCommand]) -> list[WriterCommand]:
+    """Claims see everything else in their batch: a task created beside a claim is
+    claimed in that commit, never left for a claim that already ran and was parked."""
+    return sorted(batch, key=lambda command: isinstance(command, ClaimTasks))
 
 
 def _without_stopped_workers(

@@ -240,6 +240,18 @@ async def test_a_waiting_claim_is_parked_and_takes_a_new_task_in_its_commit(
     assert started.stored(task.id) == claimed
 
 
+async def test_a_claim_sees_a_task_created_later_in_its_own_batch(harness: Harness) -> None:
+    waiting = harness.queue(lambda r: ClaimTasks((4,), r, wait=True))
+    created = harness.queue(lambda r: CreateTask(NewTask("job", {}), r))
+    harness.start()
+
+    task = (await receive(created)).unwrap()
+
+    (claimed,) = (await receive(waiting)).unwrap()
+    assert harness.commits == 1
+    assert (claimed.id, claimed.worker_id) == (task.id, 4)
+
+
 async def test_a_withdrawal_answers_the_parked_claim_with_nothing(started: Harness) -> None:
     waiting = started.queue(lambda r: ClaimTasks((4,), r, wait=True))
 
