@@ -294,15 +294,14 @@ class Tx:
         )
         if written == len(completions):
             return [True] * written
-        completed = set(
-            self.connection.execute(
-                select(tasks.c.id, tasks.c.attempt).where(
-                    tasks.c.id.in_([done.task_id for done in completions]),
-                    tasks.c.status == TaskStatus.COMPLETED,
-                    tasks.c.completed_at == now,
-                )
-            ).tuples()
+        rows = self.connection.execute(
+            select(tasks.c.id, tasks.c.attempt).where(
+                tasks.c.id.in_([done.task_id for done in completions]),
+                tasks.c.status == TaskStatus.COMPLETED,
+                tasks.c.completed_at == now,
+            )
         )
+        completed = {(task_id, attempt) for task_id, attempt in rows}
         return [(done.task_id, done.attempt) in completed for done in completions]
 
     def schedule_retry(

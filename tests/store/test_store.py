@@ -429,9 +429,11 @@ def test_complete_many_writes_current_attempts_and_fences_off_stale_ones(store: 
     claim(store, 3)  # second runs again, as attempt 2
 
     with store.transaction() as tx:
-        tx.complete_many(
+        written = tx.complete_many(
             [Completion(first.id, 1, {"ok": 1}), Completion(second.id, 1, "late")], LATER
         )
+
+    assert written == [True, False]
 
     done, rerun = get(store, first.id), get(store, second.id)
     assert (done.status, done.result, done.completed_at) == (TaskStatus.COMPLETED, {"ok": 1}, LATER)
