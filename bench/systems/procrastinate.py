@@ -1,12 +1,12 @@
 """procrastinate on PostgreSQL, in a database of its own created afresh for each run.
 
-One ``procrastinate worker`` process running an ``async`` task with ``--concurrency``
-(the worker's way of running several jobs at once; async tasks are its recommended
-kind), woken by LISTEN/NOTIFY; the fetch polling interval, which is what picks up
-scheduled jobs, stays at its default (5 s). Bulk enqueue is ``batch_defer`` (one
-statement for many jobs); scheduling is ``schedule_at``. See
-https://procrastinate.readthedocs.io/en/stable/howto/production/concurrency.html and
-https://procrastinate.readthedocs.io/en/stable/howto/advanced/schedule.html.
+Its how-to on running several jobs at once names both ways, and both are used: one
+worker process per core (``procrastinate worker``, twice), each running ``async`` jobs
+concurrently (``--concurrency``); workers are woken by LISTEN/NOTIFY, and the fetch
+polling interval, which is also what picks up scheduled jobs, stays at its default
+(5 s). Bulk enqueue is ``batch_defer`` (one statement for many jobs); scheduling is
+``schedule_at``. See https://procrastinate.readthedocs.io/en/stable/ (how-to guides
+"Execute multiple jobs at the same time" and "Defer a job at a given time").
 """
 
 from __future__ import annotations
@@ -19,6 +19,7 @@ from psycopg import sql
 
 from bench import common
 
+WORKERS = 2
 CONCURRENCY = 10
 DATABASE = "taskq_bench_procrastinate"
 CONNINFO = f"{common.POSTGRES_CONNINFO} dbname={DATABASE}"
@@ -52,9 +53,10 @@ def analyze_jobs() -> None:
 
 class Peer:
     config = (
-        f"procrastinate on PostgreSQL; one `procrastinate worker --concurrency {CONCURRENCY}` "
-        "with an async task, LISTEN/NOTIFY on, default 5 s fetch polling; batch_defer to "
-        "enqueue, schedule_at to schedule"
+        f"procrastinate on PostgreSQL; {WORKERS} x `procrastinate worker --concurrency "
+        f"{CONCURRENCY}`"
+        " with an async task, LISTEN/NOTIFY on, default 5 s fetch polling; batch_defer "
+        "(then ANALYZE) to enqueue, schedule_at to schedule"
     )
 
     def reset(self) -> None:
@@ -64,19 +66,23 @@ class Peer:
         app.schema_manager.apply_schema()
 
     def worker_commands(self) -> list[list[str]]:
-        return [
-            [
-                common.venv_script("procrastinate"),
-                "--app",
-                "bench.systems.procrastinate.app",
-                "worker",
-                "--concurrency",
-                str(CONCURRENCY),
-            ]
+        command = [
+            common.venv_script("procrastinate"),
+            "--app",
+            "bench.systems.procrastinate.app",
+            "worker",
+            "--concurrency",
+            str(CONCURRENCY),
         ]
+        return [command] * WORKERS
 
     def wait_ready(self) -> None:
-        """One worker process: the warm-up task proved it fetches."""
+        common.wait_until(self.all_workers_registered, common.READY_WITHIN_SECONDS, "workers")
+
+    def all_workers_registered(self) -> bool:
+        with psycopg.connect(CONNINFO) as db:
+            row = db.execute("SELECT count(*) FROM procrastinate_workers").fetchone()
+        return row is not None and row[0] == WORKERS
 
     def enqueue(self, task_id: int) -> None:
         noop.defer(task_id=task_id)
