@@ -179,7 +179,7 @@ def table(scenario: str, n: int, outcomes: list[Outcome]) -> str:
         row = [label] + [cell(outcome, metric) for outcome in outcomes]
         row += [ratio(baseline, peer, metric) for peer in peers if baseline is not None]
         rows.append(row)
-    lines = ["| " + " | ".join(row) + " |" for row in rows]
+    lines = ["| " + " | ".join(row) + " |" for row in rows] + [""]
     for outcome in outcomes:
         if outcome.status == "ok":
             lines.append(f"- {outcome.system}: {outcome.result.get('config', '')}")
