@@ -3,9 +3,9 @@
 Each system's scenario runs as its own process, ``bench/systems/<name>.py <scenario>``,
 which starts the system's workers, measures, stops them and prints one JSON object as
 the last line of its output. This script runs them one after another, prints one table
-per scenario with the systems side by side and taskq's ratio to each peer, and writes
-``bench/results/<scenario>.json``. A system whose module is missing or fails is shown
-as such, with the last line of its error output.
+per scenario with the systems side by side and taskq's ratio to each peer, and (except
+with ``--quick``) writes ``bench/results/<scenario>.json``. A system whose module is
+missing or fails is shown as such, with the last line of its error output.
 
     python bench/run.py                        # everything (what `make bench` runs)
     python bench/run.py --quick                # small n: a smoke run of the harness
@@ -252,7 +252,8 @@ def main() -> None:
             print(f"{scenario}: {system} ...", file=sys.stderr, flush=True)
             outcomes.append(run_one(system, scenario, options))
         print(table(scenario, n, outcomes) + "\n", flush=True)
-        write_results(scenario, n, args, outcomes)
+        if not args.quick:  # a smoke run's figures would only overwrite real ones
+            write_results(scenario, n, args, outcomes)
     print(f"bench took {time.monotonic() - started:.0f} s", file=sys.stderr)
 
 
