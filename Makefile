@@ -3,14 +3,25 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
+# The benchmark peers (Huey, procrastinate, RQ, Celery) live in their own environment,
+# so `make test` never installs them.
+BENCH_VENV := .venv-bench
+BENCH_BIN := $(BENCH_VENV)/bin
+BENCH_STAMP := $(BENCH_VENV)/.installed
 
-.PHONY: run test lint clean
+.PHONY: run test bench lint clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
 	$(BIN)/pip install --quiet -e '.[test]'
 	touch $(STAMP)
+
+$(BENCH_STAMP): pyproject.toml
+	$(PYTHON) -m venv $(BENCH_VENV)
+	$(BENCH_BIN)/pip install --quiet --upgrade pip
+	$(BENCH_BIN)/pip install --quiet -e '.[bench]'
+	touch $(BENCH_STAMP)
 
 run: $(STAMP)
 	$(BIN)/python -m taskq $(ARGS)
@@ -21,5 +32,11 @@ test: $(STAMP)
 	$(BIN)/mypy
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
+# Not part of `make test`: starts Redis and PostgreSQL on 127.0.0.1 if they are down,
+# then runs every system's scenarios side by side (docs/benchmarks.md). Options through
+# ARGS, e.g. `make bench ARGS="--quick --only taskq,celery"`.
+bench: $(BENCH_STAMP)
+	$(BENCH_BIN)/python bench/run.py $(ARGS)
+
 clean:
-	rm -rf $(VENV) *.egg-info .pytest_cache .ruff_cache .mypy_cache
+	rm -rf $(VENV) $(BENCH_VENV) *.egg-info .pytest_cache .ruff_cache .mypy_cache
