@@ -1,9 +1,11 @@
 """The supervisor: starts every actor in one nursery and stops them in order.
 
-Start-up: open the database, start the writer, put back in the queue the tasks
-a killed process left ``running`` (they run again: at-least-once), restore the
-worker rows of earlier runs, then start the scheduler, the dispatcher, one
-actor per worker and the HTTP server.
+Start-up: open the database, start the writer, restore this node's worker
+rows of earlier runs, put back in the queue the tasks a killed process of this
+node left ``running`` (they run again: at-least-once), then start the
+scheduler, the dispatcher, the reaper (and on PostgreSQL the listener), one
+actor per worker and the HTTP server. Other nodes on the same database are
+left alone: their running tasks are theirs until the reaper finds them dead.
 
 Shutdown (``Running.stop``, called by the CLI on SIGINT/SIGTERM): stop taking
 HTTP requests, stop handing out tasks, let running tasks finish within the
@@ -23,14 +25,14 @@ import trio
 from hypercorn.config import Config
 from hypercorn.trio import serve
 
-from taskq.actors import dispatcher, scheduler, worker, writer
+from taskq.actors import dispatcher, listener, reaper, scheduler, worker, writer
 from taskq.api.app import create_app
 from taskq.config import WRITER_INBOX_SIZE, Settings
 from taskq.messages import (
     AnnounceIdle,
     DispatcherMessage,
     Drain,
-    RequeueRunning,
+    RequeueNode,
     RestoreWorkers,
     SchedulerMessage,
     SpawnWorker,
@@ -85,7 +87,11 @@ async def run(
 ) -> None:
     """Run the whole system until ``Running.stop`` is called; then shut down in order."""
     policy = policy or RestartPolicy()
-    store = await trio.to_thread.run_sync(Store.open, settings.db_url)
+    store = await trio.to_thread.run_sync(
+        functools.partial(
+            Store.open, settings.db_url, migrate_schema=settings.migrate, node=settings.node
+        )
+    )
     channels = _Channels()
     workers: dict[int, trio.MemorySendChannel[WorkerMessage]] = {}
     stopping = trio.Event()
@@ -106,6 +112,7 @@ async def run(
             restored = await _recover(channels.writer, settings.workers)
             async with trio.open_nursery() as actors:
                 _start_actors(actors, channels, policy, workers)
+                _start_cluster_actors(actors, channels, policy, settings, store)
                 for each in restored:
                     _spawn_worker(actors, each.id, channels, registry, settings, policy, workers)
                 actors.start_soon(
@@ -117,15 +124,15 @@ async def run(
                 await stopping.wait()
                 await _drain(channels, workers, settings.grace_seconds)
                 actors.cancel_scope.cancel()
-            await request(channels.writer, lambda reply: RequeueRunning(None, reply))
+            await request(channels.writer, RequeueNode)
             await channels.writer.aclose()
     finally:
         store.close()
 
 
 async def _recover(writer_inbox: trio.MemorySendChannel[WriterCommand], boot: int) -> list[Worker]:
-    await request(writer_inbox, lambda reply: RequeueRunning(None, reply))
     restored: list[Worker] = await request(writer_inbox, lambda reply: RestoreWorkers(boot, reply))
+    await request(writer_inbox, RequeueNode)
     return restored
 
 
@@ -155,6 +162,37 @@ def _start_actors(
         functools.partial(scheduler.run, channels.scheduler_inbox, channels.writer),
         policy,
     )
+
+
+def _start_cluster_actors(
+    actors: trio.Nursery,
+    channels: _Channels,
+    policy: RestartPolicy,
+    settings: Settings,
+    store: Store,
+) -> None:
+    """The reaper runs on every node; the listener where other nodes can notify (PostgreSQL)."""
+    actors.start_soon(
+        supervise,
+        "reaper",
+        functools.partial(
+            reaper.run, channels.writer, dead_after_seconds=settings.dead_after_seconds
+        ),
+        policy,
+    )
+    if store.engine.dialect.name == "postgresql":
+        actors.start_soon(
+            supervise,
+            "listener",
+            functools.partial(
+                listener.run,
+                settings.db_url,
+                settings.node,
+                channels.dispatcher,
+                channels.scheduler,
+            ),
+            policy,
+        )
 
 
 def _spawn_worker(

@@ -21,6 +21,8 @@ import logging
 import outcome
 import trio
 
+from taskq.config import RETRY_FIRST_SECONDS, RETRY_MAX_SECONDS
+from taskq.errors import Unavailable
 from taskq.messages import (
     ClaimTasks,
     DispatcherMessage,
@@ -60,8 +62,33 @@ async def run(
     state = _State()
     async for message in inbox:
         _handle(state, message)
-        if state.idle and state.maybe_ready and not state.stopped:
+        await _dispatch(state, inbox, writer)
+
+
+async def _dispatch(
+    state: _State,
+    inbox: trio.MemoryReceiveChannel[DispatcherMessage],
+    writer: trio.MemorySendChannel[WriterCommand],
+) -> None:
+    """Claim for the idle workers; while the database is away, keep trying with backoff.
+
+    Between tries the messages that arrived meanwhile are taken in, so a
+    shutdown or a status change is not held up behind the outage.
+    """
+    backoff = RETRY_FIRST_SECONDS
+    while state.idle and state.maybe_ready and not state.stopped:
+        try:
             await _claim_and_deliver(state, writer)
+            return
+        except Unavailable as exc:
+            log.warning("claim failed (%s); trying again in %.2f s", exc, backoff)
+        await trio.sleep(backoff)
+        backoff = min(backoff * 2, RETRY_MAX_SECONDS)
+        while True:
+            try:
+                _handle(state, inbox.receive_nowait())
+            except (trio.WouldBlock, trio.EndOfChannel):
+                break
 
 
 def _handle(state: _State, message: DispatcherMessage) -> None:

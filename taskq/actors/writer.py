@@ -9,13 +9,16 @@ HTTP 201 means the task is on disk.
 A database error fails the batch; the writer then retries each command in a
 transaction of its own, so one bad command cannot fail its neighbours, and a
 command that still fails is answered ``Unavailable`` (never a false success).
+
+On PostgreSQL the events of a transaction are also sent to the other nodes
+from inside it (``Tx.announce``, NOTIFY): they arrive on commit, or never.
 """
 
 from __future__ import annotations
 
 import logging
 from collections.abc import Callable, Sequence
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 
 import outcome
@@ -39,6 +42,8 @@ from taskq.messages import (
     ListWorkers,
     PauseTask,
     PromoteDueTasks,
+    ReapDeadWorkers,
+    RequeueNode,
     RequeueRunning,
     RestoreWorkers,
     ResumeTask,
@@ -48,6 +53,7 @@ from taskq.messages import (
     TaskScheduled,
     TasksReady,
     UpdateTask,
+    WorkerHeartbeat,
     WorkerStatusChanged,
     WriterCommand,
     answer,
@@ -82,7 +88,7 @@ async def run(
             raise
         for command, result in zip(batch, results, strict=True):
             answer(command.reply, result)
-        _publish(events, dispatcher, scheduler)
+        publish(events, dispatcher, scheduler)
 
 
 def _drain(inbox: trio.MemoryReceiveChannel[WriterCommand], most: int) -> list[WriterCommand]:
@@ -134,6 +140,7 @@ def _apply_all(tx: Tx, batch: Sequence[WriterCommand], now: datetime) -> Applied
         else:
             results.append(outcome.Value(result))
             events.extend(new_events)
+    tx.announce(events)
     return results, events
 
 
@@ -175,6 +182,16 @@ def _apply(tx: Tx, command: WriterCommand, now: datetime) -> tuple[Any, list[Eve
         case RequeueRunning(worker_id=worker_id):
             requeued = tx.requeue_running(worker_id, now)
             return requeued, [TasksReady()] if requeued else []
+        case RequeueNode():
+            requeued = tx.requeue_node(now)
+            return requeued, [TasksReady()] if requeued else []
+        case ReapDeadWorkers(cutoff=cutoff):
+            dead, requeued = tx.reap_dead(cutoff, now)
+            return dead, [TasksReady()] if requeued else []
+        case WorkerHeartbeat(worker_id=worker_id, holding=holding):
+            stale_before = now - timedelta(seconds=command.min_age_seconds)
+            lost, requeued = tx.worker_heartbeat(worker_id, dict(holding), stale_before, now)
+            return lost, [TasksReady()] if requeued else []
         case CreateWorker(name=name):
             return tx.create_worker(name, now), []
         case RestoreWorkers(boot_workers=boot_workers):
@@ -205,7 +222,7 @@ def _revoked_events(revoked: Revoked) -> list[Event]:
     return [TaskRevoked(revoked.task.id, revoked.worker_id)]
 
 
-def _publish(
+def publish(
     events: Sequence[Event],
     dispatcher: trio.MemorySendChannel[DispatcherMessage],
     scheduler: trio.MemorySendChannel[SchedulerMessage],

@@ -22,13 +22,13 @@ from taskq.messages import (
     FinishTask,
     GetTask,
     GetWorker,
-    Heartbeat,
     RequeueRunning,
     RunTask,
     SchedulerMessage,
     SetActive,
     StopTask,
     TasksReady,
+    WorkerHeartbeat,
     WorkerIdle,
     WorkerMessage,
     WriterCommand,
@@ -102,8 +102,10 @@ class Harness:
             match command:
                 case RequeueRunning(reply=reply):
                     answer(reply, outcome.Value(0))
-                case GetWorker(reply=reply) | Heartbeat(reply=reply):
+                case GetWorker(reply=reply):
                     answer(reply, outcome.Value(me))
+                case WorkerHeartbeat(reply=reply):
+                    answer(reply, outcome.Value([]))
                 case FinishTask():
                     self._finished_send.send_nowait(command)
 
@@ -352,7 +354,7 @@ async def test_heartbeats_on_its_interval(
 
     await trio.sleep(35)
 
-    assert harness.writes.count(Heartbeat) == 3
+    assert harness.writes.count(WorkerHeartbeat) == 3
 
 
 # --- against the real writer ---
