@@ -24,6 +24,7 @@ from quart.typing import TestClientProtocol
 from sqlalchemy import create_engine, text
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import OperationalError
+from sqlalchemy.pool import NullPool
 
 from taskq import system
 from taskq.api.app import create_app
@@ -63,7 +64,10 @@ def postgresql_url() -> Iterator[str]:
     """A database of this session's own on the test server, migrated once, dropped at the end."""
     server = make_url(POSTGRESQL_SERVER)
     name = f"taskq_test_{os.getpid()}_{secrets.token_hex(4)}"
-    admin = create_engine(server.set(database="postgres"), isolation_level="AUTOCOMMIT")
+    # No pool: a connection kept from the start may not survive a server restart.
+    admin = create_engine(
+        server.set(database="postgres"), isolation_level="AUTOCOMMIT", poolclass=NullPool
+    )
     try:
         with admin.connect() as connection:
             connection.execute(text(f'CREATE DATABASE "{name}"'))
