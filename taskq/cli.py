@@ -17,6 +17,7 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 import trio
+from sqlalchemy.engine import make_url
 from sqlalchemy.exc import ArgumentError, SQLAlchemyError
 
 from taskq import config, system
@@ -185,6 +186,11 @@ def parse_settings(argv: Sequence[str], environ: Mapping[str, str]) -> Settings:
     )
 
 
+def _without_password(db_url: str) -> str:
+    """The database URL as it may be printed: a password shows as ``***``."""
+    return make_url(db_url).render_as_string(hide_password=True)
+
+
 def import_task_modules(names: Sequence[str]) -> None:
     """Import the user's handler modules, from the current folder as ``python -m`` would."""
     if os.getcwd() not in sys.path:
@@ -197,7 +203,8 @@ async def serve(settings: Settings) -> None:
     with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
         async with trio.open_nursery() as nursery:
             running: system.Running = await nursery.start(system.run, settings, registry)
-            print(f"taskq listening on {running.url} (database {settings.db_url})", flush=True)
+            shown = _without_password(settings.db_url)
+            print(f"taskq listening on {running.url} (database {shown})", flush=True)
             print(f"handlers: {', '.join(registry.names())}", flush=True)
             async for signum in signals:
                 log.info("received %s; shutting down", signal.Signals(signum).name)
@@ -228,7 +235,7 @@ def migrate(argv: Sequence[str], environ: Mapping[str, str]) -> int:
     except (ArgumentError, SQLAlchemyError) as exc:
         print(f"taskq migrate: {exc}", file=sys.stderr)
         return 1
-    print(f"database {db_url} is at revision {revision}", flush=True)
+    print(f"database {_without_password(db_url)} is at revision {revision}", flush=True)
     return 0
 
 

@@ -19,9 +19,10 @@ DEFAULT_LOG_LEVEL = "INFO"
 HEARTBEAT_INTERVAL_SECONDS = 5.0
 
 # Cluster (several processes on one PostgreSQL database). A worker whose last
-# heartbeat is older than DEAD_AFTER_SECONDS belongs to a dead node: the reaper
-# of a live node re-queues its tasks. The heartbeat runs at least HEARTBEATS_PER_DEAD_AFTER
-# times within that timeout, so a live worker is never taken for dead.
+# heartbeat is older than the dead-after timeout belongs to a dead node: the
+# reaper of a live node re-queues its tasks. The CLI runs the heartbeat
+# HEARTBEATS_PER_DEAD_AFTER times within that timeout, so a live worker is never
+# taken for dead; Settings refuses a heartbeat slower than half the timeout.
 DEFAULT_DEAD_AFTER_SECONDS = 30.0
 HEARTBEATS_PER_DEAD_AFTER = 4
 # Wake-ups travel by LISTEN/NOTIFY; this slow poll only catches what a dropped
@@ -70,6 +71,13 @@ class Settings:
     node: str = field(default_factory=lambda: default_node())
     dead_after_seconds: float = DEFAULT_DEAD_AFTER_SECONDS
     migrate: bool = True
+
+    def __post_init__(self) -> None:
+        if self.heartbeat_interval_seconds * 2 > self.dead_after_seconds:
+            raise ValueError(
+                f"a heartbeat every {self.heartbeat_interval_seconds:g} s is too slow for "
+                f"dead_after_seconds={self.dead_after_seconds:g}: live workers would be reaped"
+            )
 
 
 def default_node() -> str:

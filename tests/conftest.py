@@ -118,7 +118,13 @@ def registry() -> Registry:
 
 @pytest.fixture
 def settings(db_url: str) -> Settings:
-    return Settings(db_url=db_url, workers=2, grace_seconds=1.0, heartbeat_interval_seconds=60.0)
+    return Settings(
+        db_url=db_url,
+        workers=2,
+        grace_seconds=1.0,
+        heartbeat_interval_seconds=60.0,
+        dead_after_seconds=600.0,
+    )
 
 
 @pytest.fixture

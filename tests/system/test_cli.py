@@ -105,6 +105,11 @@ def test_the_heartbeat_keeps_well_inside_the_dead_node_timeout() -> None:
     assert parse_settings([], {}).heartbeat_interval_seconds == config.HEARTBEAT_INTERVAL_SECONDS
 
 
+def test_settings_refuse_a_heartbeat_too_slow_for_the_dead_node_timeout() -> None:
+    with pytest.raises(ValueError, match="too slow"):
+        Settings(heartbeat_interval_seconds=5.0, dead_after_seconds=8.0)
+
+
 def test_no_migrate_from_the_environment_can_be_switched_off() -> None:
     assert parse_settings([], {"TASKQ_NO_MIGRATE": "0"}).migrate
 

@@ -200,6 +200,33 @@ def test_the_tasks_of_a_killed_node_run_again_on_the_others(
     assert sum(status == "active" for status in statuses.values()) == 2 * (NODES - 1)
 
 
+@pytest.mark.timeout(120)
+def test_pausing_on_one_node_stops_the_task_running_on_another(
+    launch: Launcher, tmp_path: Path
+) -> None:
+    log, gate = tmp_path / "runs.log", tmp_path / "gate"
+    front = launch("--node", "front", "--workers", "0")
+    back = launch("--node", "back", "--workers", "1")
+    held = front.submit("tests.gated", {"log": str(log), "gate": str(gate)}, priority=4)
+    eventually(lambda: front.task(held["id"])["status"] == "running", what="the task on back")
+    waiting = front.submit("tests.record", {"log": str(log)})
+
+    response = front.client.patch(f"/api/tasks/{held['id']}/pause")
+    assert response.status_code == 200, response.text
+
+    # back's only worker is free again only if the paused handler was stopped there.
+    eventually(
+        lambda: back.task(waiting["id"])["status"] == "completed",
+        within=4,
+        what="the next task to run on back",
+    )
+    assert front.task(held["id"])["status"] == "paused"
+    gate.touch()
+    assert front.client.patch(f"/api/tasks/{held['id']}/resume").status_code == 200
+    eventually(lambda: back.task(held["id"])["status"] == "completed", what="the resumed task")
+    assert read_runs(log)[held["id"]] == [1, 2]
+
+
 def _postgresql_version() -> str:
     return sorted(os.listdir("/etc/postgresql"), key=lambda v: [int(p) for p in v.split(".")])[-1]
 
