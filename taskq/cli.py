@@ -4,7 +4,8 @@
 talks to a running system instead: see ``taskq.client_cli``.
 
 Every option also reads an environment variable (``TASKQ_PORT`` for ``--port``
-and so on); the command line wins over the environment.
+and so on); the command line wins over the environment. ``taskq migrate``
+only brings the database schema up to date and exits.
 """
 
 from __future__ import annotations
@@ -20,11 +21,14 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 import trio
-from sqlalchemy.exc import SQLAlchemyError
+from sqlalchemy.engine import make_url
+from sqlalchemy.exc import ArgumentError, SQLAlchemyError
 
 from taskq import client_cli, config, system
 from taskq.config import Settings
 from taskq.registry import registry
+from taskq.store.engine import migrate as apply_migrations
+from taskq.store.engine import open_engine
 
 log = logging.getLogger("taskq")
 
@@ -83,6 +87,32 @@ def _timeout(text: str) -> float | None:
     return value
 
 
+def _node(text: str) -> str:
+    value = text.strip()
+    if not 0 < len(value) <= config.NODE_NAME_MAX_LENGTH:
+        raise argparse.ArgumentTypeError(
+            f"must be 1 to {config.NODE_NAME_MAX_LENGTH} characters, got {text!r}"
+        )
+    return value
+
+
+def _positive_seconds(text: str) -> float:
+    value = _seconds(text)
+    if value == 0:
+        raise argparse.ArgumentTypeError(f"must be more than 0 seconds, got {text}")
+    return value
+
+
+def _flag(text: str) -> bool:
+    """An environment switch: 1/true/yes/on set it, 0/false/no/off or empty leave it off."""
+    value = text.strip().lower()
+    if value in ("1", "true", "yes", "on"):
+        return True
+    if value in ("", "0", "false", "no", "off"):
+        return False
+    raise argparse.ArgumentTypeError(f"must be 1 or 0, got {text!r}")
+
+
 def _log_level(text: str) -> str:
     # A type rather than ``choices``: argparse checks choices on the command line
     # only, but runs the type on string defaults too, so TASKQ_LOG_LEVEL is checked.
@@ -94,7 +124,9 @@ def _log_level(text: str) -> str:
 
 def build_parser(environ: Mapping[str, str]) -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
-        prog="taskq", description="Run taskq: the REST API, the scheduler and the workers."
+        prog="taskq",
+        description="Run taskq: the REST API, the scheduler and the workers.",
+        epilog="`taskq migrate [--db URL]` creates or upgrades the schema and exits.",
     )
 
     def option(flag: str, env: str, default: object, help: str, **kwargs: Any) -> None:
@@ -160,6 +192,30 @@ def build_parser(environ: Mapping[str, str]) -> argparse.ArgumentParser:
         type=_log_level,
         metavar="LEVEL",
     )
+    option(
+        "--node",
+        "TASKQ_NODE",
+        config.default_node(),
+        "this process's name in a cluster; unique per process sharing a database "
+        "(default: the host name)",
+        type=_node,
+    )
+    option(
+        "--dead-after",
+        "TASKQ_DEAD_AFTER",
+        config.DEFAULT_DEAD_AFTER_SECONDS,
+        "seconds without a heartbeat after which another node's workers count as dead "
+        "and their tasks are re-queued",
+        type=_positive_seconds,
+    )
+    parser.add_argument(
+        "--no-migrate",
+        dest="no_migrate",
+        action="store_true",
+        default=_flag(environ.get("TASKQ_NO_MIGRATE", "")),
+        help="do not create or upgrade the schema at start; run `taskq migrate` instead "
+        "(env TASKQ_NO_MIGRATE=1)",
+    )
     parser.add_argument(
         "--tasks",
         action="append",
@@ -182,13 +238,22 @@ def parse_settings(argv: Sequence[str], environ: Mapping[str, str]) -> Settings:
         workers=args.workers,
         task_modules=tuple(name.strip() for name in modules if name.strip()),
         grace_seconds=args.grace,
+        heartbeat_interval_seconds=config.heartbeat_for(args.dead_after),
         log_level=args.log_level,
         max_attempts=args.max_attempts,
         timeout_seconds=args.task_timeout,
         retry_backoff_seconds=args.retry_backoff,
         retry_backoff_max_seconds=args.retry_backoff_max,
         checkpoint_grace_seconds=args.checkpoint_grace,
+        node=args.node,
+        dead_after_seconds=args.dead_after,
+        migrate=not args.no_migrate,
     )
+
+
+def _without_password(db_url: str) -> str:
+    """The database URL as it may be printed: a password shows as ``***``."""
+    return make_url(db_url).render_as_string(hide_password=True)
 
 
 def import_task_modules(names: Sequence[str]) -> None:
@@ -208,7 +273,8 @@ async def serve(settings: Settings) -> bool:
     with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
         async with trio.open_nursery() as nursery:
             running: system.Running = await nursery.start(_run_system, settings, nursery)
-            print(f"taskq listening on {running.url} (database {settings.db_url})", flush=True)
+            shown = _without_password(settings.db_url)
+            print(f"taskq listening on {running.url} (database {shown})", flush=True)
             print(f"handlers: {', '.join(registry.names())}", flush=True)
             stopping = False
             async for signum in signals:
@@ -232,8 +298,37 @@ async def _run_system(
     nursery.cancel_scope.cancel()
 
 
+def build_migrate_parser(environ: Mapping[str, str]) -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="taskq migrate", description="Create or upgrade the taskq schema, then exit."
+    )
+    parser.add_argument(
+        "--db",
+        default=environ.get("TASKQ_DB", config.DEFAULT_DB_URL),
+        help="SQLAlchemy database URL (env TASKQ_DB)",
+    )
+    return parser
+
+
+def migrate(argv: Sequence[str], environ: Mapping[str, str]) -> int:
+    db_url = build_migrate_parser(environ).parse_args(argv).db
+    try:
+        engine = open_engine(db_url)
+        try:
+            revision = apply_migrations(engine)
+        finally:
+            engine.dispose()
+    except (ArgumentError, SQLAlchemyError) as exc:
+        print(f"taskq migrate: {exc}", file=sys.stderr)
+        return 1
+    print(f"database {_without_password(db_url)} is at revision {revision}", flush=True)
+    return 0
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     arguments = sys.argv[1:] if argv is None else list(argv)
+    if arguments[:1] == ["migrate"]:
+        return migrate(arguments[1:], os.environ)
     if arguments and arguments[0] in client_cli.COMMANDS:
         return client_cli.main(arguments)
     settings = parse_settings(arguments, os.environ)

@@ -6,7 +6,8 @@ fields; the remaining constants are internal bounds that tests may also pass in.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import socket
+from dataclasses import dataclass, field
 
 DEFAULT_HOST = "127.0.0.1"
 DEFAULT_PORT = 8000
@@ -16,6 +17,24 @@ DEFAULT_GRACE_SECONDS = 10.0
 DEFAULT_LOG_LEVEL = "INFO"
 
 HEARTBEAT_INTERVAL_SECONDS = 5.0
+
+# Cluster (several processes on one PostgreSQL database). A worker whose last
+# heartbeat is older than the dead-after timeout belongs to a dead node: the
+# reaper of a live node re-queues its tasks. The CLI runs the heartbeat
+# HEARTBEATS_PER_DEAD_AFTER times within that timeout, so a live worker is never
+# taken for dead; Settings refuses a heartbeat slower than half the timeout.
+DEFAULT_DEAD_AFTER_SECONDS = 30.0
+HEARTBEATS_PER_DEAD_AFTER = 4
+# Wake-ups travel by LISTEN/NOTIFY; this slow poll only catches what a dropped
+# connection missed.
+CLUSTER_POLL_SECONDS = 5.0
+RECONNECT_BACKOFF_FIRST_SECONDS = 0.1
+RECONNECT_BACKOFF_MAX_SECONDS = 5.0
+# An actor whose database request failed waits this long before trying again,
+# doubling up to the maximum; the database may be restarting.
+RETRY_FIRST_SECONDS = 0.05
+RETRY_MAX_SECONDS = 2.0
+NODE_NAME_MAX_LENGTH = 255
 
 # The writer applies at most this many commands in one transaction; larger
 # batches amortise the fsync further but delay the first reply of the batch.
@@ -82,3 +101,27 @@ class Settings:
     retry_backoff_seconds: float = DEFAULT_RETRY_BACKOFF_SECONDS
     retry_backoff_max_seconds: float = DEFAULT_RETRY_BACKOFF_MAX_SECONDS
     checkpoint_grace_seconds: float = CHECKPOINT_GRACE_SECONDS
+    # This process's name in the cluster; its workers' rows carry it.
+    node: str = field(default_factory=lambda: default_node())
+    dead_after_seconds: float = DEFAULT_DEAD_AFTER_SECONDS
+    migrate: bool = True
+
+    def __post_init__(self) -> None:
+        if self.heartbeat_interval_seconds * 2 > self.dead_after_seconds:
+            raise ValueError(
+                f"a heartbeat every {self.heartbeat_interval_seconds:g} s is too slow for "
+                f"dead_after_seconds={self.dead_after_seconds:g}: live workers would be reaped"
+            )
+
+
+def default_node() -> str:
+    """The host name: stable across restarts, so a restarted process takes up its workers.
+
+    Two processes on one host sharing a database need a ``--node`` each.
+    """
+    return socket.gethostname()
+
+
+def heartbeat_for(dead_after_seconds: float) -> float:
+    """A heartbeat interval that keeps a live worker well clear of the dead-node timeout."""
+    return min(HEARTBEAT_INTERVAL_SECONDS, dead_after_seconds / HEARTBEATS_PER_DEAD_AFTER)

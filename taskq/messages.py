@@ -195,6 +195,36 @@ class RequeueRunning:
 
 
 @dataclass(frozen=True, slots=True)
+class RequeueNode:
+    """Put back in the queue the running tasks of this node's workers (start-up, shutdown)."""
+
+    reply: Reply | None
+
+
+@dataclass(frozen=True, slots=True)
+class ReapDeadWorkers:
+    """Take offline the other nodes' workers silent since ``cutoff``; re-queue their tasks."""
+
+    cutoff: datetime
+    reply: Reply | None
+
+
+@dataclass(frozen=True, slots=True)
+class WorkerHeartbeat:
+    """A worker actor's own heartbeat; answers the held task ids it must stop.
+
+    ``holding`` pairs each task the worker runs or has waiting with its
+    attempt. Running tasks of this worker that it does not hold and that
+    started more than ``min_age_seconds`` ago go back to the queue.
+    """
+
+    worker_id: int
+    holding: tuple[tuple[int, int], ...]
+    min_age_seconds: float
+    reply: Reply | None
+
+
+@dataclass(frozen=True, slots=True)
 class CreateWorker:
     name: str
     reply: Reply | None
@@ -256,6 +286,9 @@ WriterCommand: TypeAlias = (
     | ReportProgress
     | PromoteDueTasks
     | RequeueRunning
+    | RequeueNode
+    | ReapDeadWorkers
+    | WorkerHeartbeat
     | CreateWorker
     | RestoreWorkers
     | GetWorker
@@ -270,7 +303,13 @@ WriterCommand: TypeAlias = (
 
 @dataclass(frozen=True, slots=True)
 class TasksReady:
-    """At least one task became pending: idle workers should claim."""
+    """At least one task became pending: idle workers should claim.
+
+    The writer's own claims see its commits; a task made ready by another node
+    (``from_other_node``) needs a parked claim to be run again.
+    """
+
+    from_other_node: bool = False
 
 
 @dataclass(frozen=True, slots=True)

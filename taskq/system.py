@@ -1,9 +1,11 @@
 """The supervisor: starts every actor in one nursery and stops them in order.
 
-Start-up: open the database, start the writer, put back in the queue the tasks
-a killed process left ``running`` (they run again: at-least-once), restore the
-worker rows of earlier runs, then start the scheduler, the dispatcher, one
-actor per worker and the HTTP server.
+Start-up: open the database, start the writer, restore this node's worker
+rows of earlier runs, put back in the queue the tasks a killed process of this
+node left ``running`` (they run again: at-least-once), then start the
+scheduler, the dispatcher, the reaper (and on PostgreSQL the listener), one
+actor per worker and the HTTP server. Other nodes on the same database are
+left alone: their running tasks are theirs until the reaper finds them dead.
 
 Shutdown (``Running.stop``, called by the CLI on SIGINT/SIGTERM): stop taking
 HTTP requests, stop handing out tasks, let running tasks finish within the
@@ -25,7 +27,7 @@ import trio
 from hypercorn.config import Config
 from hypercorn.trio import serve
 
-from taskq.actors import dispatcher, hub, scheduler, worker, writer
+from taskq.actors import dispatcher, hub, listener, reaper, scheduler, worker, writer
 from taskq.api.app import create_app
 from taskq.config import WRITER_INBOX_SIZE, Settings
 from taskq.execution import RetryPolicy, Runtimes, open_runtimes
@@ -35,7 +37,7 @@ from taskq.messages import (
     Drain,
     EndStreams,
     HubMessage,
-    RequeueRunning,
+    RequeueNode,
     RestoreWorkers,
     SchedulerMessage,
     SpawnWorker,
@@ -107,7 +109,11 @@ async def run(
 ) -> None:
     """Run the whole system until ``Running.stop`` is called; then shut down in order."""
     policy = policy or RestartPolicy()
-    store = await trio.to_thread.run_sync(Store.open, settings.db_url)
+    store = await trio.to_thread.run_sync(
+        functools.partial(
+            Store.open, settings.db_url, migrate_schema=settings.migrate, node=settings.node
+        )
+    )
     channels = _Channels()
     workers: dict[int, trio.MemorySendChannel[WorkerMessage]] = {}
     stopping = trio.Event()
@@ -136,6 +142,7 @@ async def run(
             ):
                 handlers = worker.Handlers(registry, runtimes)
                 _start_actors(actors, channels, supervised, workers, runtimes)
+                _start_cluster_actors(actors, channels, supervised, settings, store)
                 for each in restored:
                     _spawn_worker(
                         actors, each.id, channels, handlers, settings, supervised, workers
@@ -158,7 +165,7 @@ async def run(
                 channels.hub.send_nowait(EndStreams())
                 await _drain(channels, workers, settings.grace_seconds)
                 actors.cancel_scope.cancel()
-            await request(channels.writer, lambda reply: RequeueRunning(None, reply))
+            await request(channels.writer, RequeueNode)
             await channels.writer.aclose()
             await channels.hub.aclose()
     finally:
@@ -179,8 +186,8 @@ def _defaults(settings: Settings) -> ExecutionDefaults:
 
 
 async def _recover(writer_inbox: trio.MemorySendChannel[WriterCommand], boot: int) -> list[Worker]:
-    await request(writer_inbox, lambda reply: RequeueRunning(None, reply))
     restored: list[Worker] = await request(writer_inbox, lambda reply: RestoreWorkers(boot, reply))
+    await request(writer_inbox, RequeueNode)
     return restored
 
 
@@ -214,6 +221,35 @@ def _start_actors(
         "scheduler",
         functools.partial(scheduler.run, channels.scheduler_inbox, channels.writer),
     )
+
+
+def _start_cluster_actors(
+    actors: trio.Nursery,
+    channels: _Channels,
+    supervised: Supervised,
+    settings: Settings,
+    store: Store,
+) -> None:
+    """The reaper runs on every node; the listener where other nodes can notify (PostgreSQL)."""
+    actors.start_soon(
+        supervised,
+        "reaper",
+        functools.partial(
+            reaper.run, channels.writer, dead_after_seconds=settings.dead_after_seconds
+        ),
+    )
+    if store.engine.dialect.name == "postgresql":
+        actors.start_soon(
+            supervised,
+            "listener",
+            functools.partial(
+                listener.run,
+                settings.db_url,
+                settings.node,
+                channels.dispatcher,
+                channels.scheduler,
+            ),
+        )
 
 
 def _spawn_worker(

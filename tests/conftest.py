@@ -1,17 +1,30 @@
 """Fixtures shared by every layer's tests.
 
-``running`` starts the whole system in-process (no HTTP) on a temporary SQLite
-file with a fresh handler registry; ``client`` is the HTTP app on top of it.
+``db_url`` is parametrised over the backends: every test that uses it runs on
+a temporary SQLite file and on PostgreSQL. The PostgreSQL database is created
+once per session under a unique name, emptied before each test and dropped at
+the end, so tests never touch anyone else's tables. A test marked
+``sqlite_only`` (it checks something only SQLite has, such as the file) or
+``postgresql_only`` runs on that backend alone.
+
+``running`` starts the whole system in-process (no HTTP) on that database with
+a fresh handler registry; ``client`` is the HTTP app on top of it.
 """
 
 from __future__ import annotations
 
+import os
+import secrets
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from pathlib import Path
 
 import pytest
 import trio
 from quart.typing import TestClientProtocol
+from sqlalchemy import create_engine, text
+from sqlalchemy.engine import make_url
+from sqlalchemy.exc import OperationalError
+from sqlalchemy.pool import NullPool
 
 from taskq import system
 from taskq.api.app import create_app
@@ -20,10 +33,76 @@ from taskq.execution import Runtimes, open_runtimes
 from taskq.registry import Registry
 from taskq.store import Store
 
+# The PostgreSQL server the suite uses (.ci/run starts the local one).
+POSTGRESQL_SERVER = os.environ.get(
+    "TASKQ_TEST_POSTGRESQL", "postgresql+psycopg://postgres@127.0.0.1:5432"
+)
+BACKENDS = ("sqlite", "postgresql")
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    config.addinivalue_line("markers", "sqlite_only: runs on SQLite only")
+    config.addinivalue_line("markers", "postgresql_only: runs on PostgreSQL only")
+
+
+def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
+    if "db_url" not in metafunc.fixturenames:
+        return
+    backends = [
+        backend
+        for backend in BACKENDS
+        if not any(
+            metafunc.definition.get_closest_marker(f"{other}_only")
+            for other in BACKENDS
+            if other != backend
+        )
+    ]
+    metafunc.parametrize("db_url", backends, indirect=True)
+
+
+@pytest.fixture(scope="session")
+def postgresql_url() -> Iterator[str]:
+    """A database of this session's own on the test server, migrated once, dropped at the end."""
+    server = make_url(POSTGRESQL_SERVER)
+    name = f"taskq_test_{os.getpid()}_{secrets.token_hex(4)}"
+    # No pool: a connection kept from the start may not survive a server restart.
+    admin = create_engine(
+        server.set(database="postgres"), isolation_level="AUTOCOMMIT", poolclass=NullPool
+    )
+    try:
+        with admin.connect() as connection:
+            connection.execute(text(f'CREATE DATABASE "{name}"'))
+    except OperationalError as exc:
+        admin.dispose()
+        pytest.fail(f"PostgreSQL at {server} is not reachable (start it; see .ci/run): {exc}")
+    url = server.set(database=name).render_as_string(hide_password=False)
+    Store.open(url).close()
+    try:
+        yield url
+    finally:
+        with admin.connect() as connection:
+            connection.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+        admin.dispose()
+
+
+def empty_postgresql(url: str) -> None:
+    """Every table empty and every id counter back at 1, as in a new database."""
+    engine = create_engine(url)
+    try:
+        with engine.begin() as connection:
+            connection.execute(text("SET LOCAL lock_timeout = '10s'"))
+            connection.execute(text("TRUNCATE tasks, workers RESTART IDENTITY"))
+    finally:
+        engine.dispose()
+
 
 @pytest.fixture
-def db_url(tmp_path: Path) -> str:
-    return f"sqlite:///{tmp_path / 'taskq.db'}"
+def db_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    if request.param == "sqlite":
+        return f"sqlite:///{tmp_path / 'taskq.db'}"
+    url: str = request.getfixturevalue("postgresql_url")
+    empty_postgresql(url)
+    return url
 
 
 @pytest.fixture
@@ -47,7 +126,13 @@ async def runtimes() -> AsyncIterator[Runtimes]:
 
 @pytest.fixture
 def settings(db_url: str) -> Settings:
-    return Settings(db_url=db_url, workers=2, grace_seconds=1.0, heartbeat_interval_seconds=60.0)
+    return Settings(
+        db_url=db_url,
+        workers=2,
+        grace_seconds=1.0,
+        heartbeat_interval_seconds=60.0,
+        dead_after_seconds=600.0,
+    )
 
 
 @pytest.fixture

@@ -30,6 +30,8 @@ from collections.abc import Callable, Iterator
 import outcome
 import trio
 
+from taskq.config import RETRY_FIRST_SECONDS, RETRY_MAX_SECONDS
+from taskq.errors import Unavailable
 from taskq.messages import (
     ClaimTasks,
     DispatcherMessage,
@@ -39,6 +41,7 @@ from taskq.messages import (
     StopTask,
     SuspensionVoided,
     TaskRevoked,
+    TasksReady,
     WithdrawClaim,
     WorkerIdle,
     WorkerJoined,
@@ -116,6 +119,9 @@ def _handle(
             _tell(state, worker_id, StopTask(task_id, suspend))
         case SuspensionVoided(task_id=task_id):
             void_suspension(task_id)
+        case TasksReady(from_other_node=True):
+            # The parked claim cannot see another node's commit: withdrawn, it is made again.
+            state.withdraw = bool(state.claiming)
         case WorkerStatusChanged(worker_id=worker_id, status=status):
             if status == WorkerStatus.ACTIVE:
                 state.inactive.discard(worker_id)
@@ -137,6 +143,7 @@ def _not_idle(state: _State, worker_id: int) -> None:
 
 async def _claim_while_idle(state: _State, writer: trio.MemorySendChannel[WriterCommand]) -> None:
     """Claim for the idle workers, deliver, and again for those left, while there are any."""
+    backoff = RETRY_FIRST_SECONDS
     try:
         while state.idle and not state.stopped:
             worker_ids = tuple(state.idle)
@@ -145,8 +152,15 @@ async def _claim_while_idle(state: _State, writer: trio.MemorySendChannel[Writer
                 claimed: list[Task] = await request(
                     writer, functools.partial(ClaimTasks, worker_ids, wait=True)
                 )
+            except Unavailable as exc:
+                # The database is away: keep trying, while the actor goes on routing.
+                log.warning("claim failed (%s); trying again in %.2f s", exc, backoff)
+                await trio.sleep(backoff)
+                backoff = min(backoff * 2, RETRY_MAX_SECONDS)
+                continue
             finally:
                 state.claiming = frozenset()
+            backoff = RETRY_FIRST_SECONDS
             for task in claimed:
                 assert task.worker_id is not None
                 state.idle.pop(task.worker_id, None)

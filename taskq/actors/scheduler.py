@@ -10,14 +10,19 @@ which lets tests drive it with ``autojump_clock``.
 
 from __future__ import annotations
 
+import logging
 import math
 from collections.abc import Callable
 from datetime import datetime
 
 import trio
 
+from taskq.config import RETRY_FIRST_SECONDS, RETRY_MAX_SECONDS
+from taskq.errors import Unavailable
 from taskq.messages import PromoteDueTasks, SchedulerMessage, TaskScheduled, WriterCommand, request
 from taskq.models import utcnow
+
+log = logging.getLogger(__name__)
 
 
 async def run(
@@ -44,8 +49,18 @@ async def run(
 async def _promote(
     writer: trio.MemorySendChannel[WriterCommand], clock: Callable[[], datetime]
 ) -> datetime | None:
-    next_due: datetime | None = await request(writer, lambda reply: PromoteDueTasks(clock(), reply))
-    return next_due
+    """Promote what is due; while the database is away, keep trying with backoff."""
+    backoff = RETRY_FIRST_SECONDS
+    while True:
+        try:
+            next_due: datetime | None = await request(
+                writer, lambda reply: PromoteDueTasks(clock(), reply)
+            )
+            return next_due
+        except Unavailable as exc:
+            log.warning("promoting due tasks failed (%s); trying again in %.2f s", exc, backoff)
+        await trio.sleep(backoff)
+        backoff = min(backoff * 2, RETRY_MAX_SECONDS)
 
 
 def _wake_time(next_due: datetime | None, clock: Callable[[], datetime]) -> float:

@@ -15,6 +15,7 @@ it while busy, it waits in ``backlog`` and runs next rather than being lost.
 
 from __future__ import annotations
 
+import functools
 import logging
 from collections import deque
 from dataclasses import dataclass, field
@@ -29,13 +30,13 @@ from taskq.messages import (
     DispatcherMessage,
     Drain,
     GetWorker,
-    Heartbeat,
     Reply,
     RequeueRunning,
     RunTask,
     SetActive,
     StopTask,
     TaskDone,
+    WorkerHeartbeat,
     WorkerIdle,
     WorkerMessage,
     WriterCommand,
@@ -87,7 +88,7 @@ async def run(
     me = await request(links.writer, lambda reply: GetWorker(worker_id, reply))
     state = _State(active=me.status == WorkerStatus.ACTIVE)
     async with trio.open_nursery() as nursery:
-        nursery.start_soon(_heartbeat, worker_id, links.writer, heartbeat_interval)
+        nursery.start_soon(_heartbeat, worker_id, state, links, heartbeat_interval)
         _announce_if_idle(worker_id, state, links)
         async for message in links.inbox:
             _handle(worker_id, state, message, links, handlers, nursery)
@@ -167,14 +168,28 @@ async def _execute(task: Task, execution: Execution, links: Links, runtimes: Run
     links.inbox_send.send_nowait(TaskDone(task.id))
 
 
-async def _heartbeat(
-    worker_id: int, writer: trio.MemorySendChannel[WriterCommand], interval: float
-) -> None:
+async def _heartbeat(worker_id: int, state: _State, links: Links, interval: float) -> None:
+    """Say the worker lives, and stop what the database says is no longer its to run.
+
+    The stop is the fallback for a pause or delete whose notice from another
+    node was lost; the usual path is the dispatcher's ``StopTask``.
+    """
     while True:
         await trio.sleep(interval)
+        beat = functools.partial(WorkerHeartbeat, worker_id, _holding(state), interval)
         try:
-            await request(writer, lambda reply: Heartbeat(worker_id, reply))
+            lost: list[int] = await request(links.writer, beat)
         except NotFound:
             return
         except TaskqError as exc:
             log.warning("worker %d: heartbeat not recorded (%s)", worker_id, exc)
+            continue
+        for task_id in lost:
+            links.inbox_send.send_nowait(StopTask(task_id))
+
+
+def _holding(state: _State) -> tuple[tuple[int, int], ...]:
+    tasks = list(state.backlog)
+    if state.current is not None:
+        tasks.append(state.current.task)
+    return tuple((task.id, task.attempt) for task in tasks)

@@ -15,6 +15,9 @@ fails the batch; the writer then retries each command in a transaction of its
 own, so one bad command cannot fail its neighbours, and a command that still
 fails is answered ``Unavailable`` (never a false success). The writer carries
 on with the next batch.
+
+On PostgreSQL the events of a transaction are also sent to the other nodes
+from inside it (``Tx.announce``, NOTIFY): they arrive on commit, or never.
 """
 
 from __future__ import annotations
@@ -51,7 +54,9 @@ from taskq.messages import (
     ListWorkers,
     PauseTask,
     PromoteDueTasks,
+    ReapDeadWorkers,
     ReportProgress,
+    RequeueNode,
     RequeueRunning,
     RestoreWorkers,
     ResumeTask,
@@ -64,6 +69,7 @@ from taskq.messages import (
     TasksReady,
     UpdateTask,
     WithdrawClaim,
+    WorkerHeartbeat,
     WorkerStatusChanged,
     WriterCommand,
     answer,
@@ -117,7 +123,7 @@ async def run(
             seconds = time.perf_counter() - started
             parked = _answer_all(batch, results)
             _note_status_changes(batch, results, stopped)
-            _publish(events, dispatcher, scheduler)
+            publish(events, dispatcher, scheduler)
             if hub is not None:
                 _send(hub, Committed(tuple(batch), tuple(results), now, seconds))
     finally:
@@ -266,6 +272,7 @@ def _apply_all(tx: Tx, batch: Sequence[WriterCommand], now: datetime) -> Applied
         else:
             for command in commands:
                 _apply_one(tx, command, now, results, events)
+    tx.announce(events)
     return results, events
 
 
@@ -406,6 +413,16 @@ def _apply(tx: Tx, command: WriterCommand, now: datetime) -> tuple[Any, list[Eve
         case RequeueRunning(worker_id=worker_id):
             requeued = tx.requeue_running(worker_id, now)
             return requeued, [TasksReady()] if requeued else []
+        case RequeueNode():
+            requeued = tx.requeue_node(now)
+            return requeued, [TasksReady()] if requeued else []
+        case ReapDeadWorkers(cutoff=cutoff):
+            dead, requeued = tx.reap_dead(cutoff, now)
+            return dead, [TasksReady()] if requeued else []
+        case WorkerHeartbeat(worker_id=worker_id, holding=holding):
+            stale_before = now - timedelta(seconds=command.min_age_seconds)
+            lost, requeued = tx.worker_heartbeat(worker_id, dict(holding), stale_before, now)
+            return lost, [TasksReady()] if requeued else []
         case CreateWorker(name=name):
             return tx.create_worker(name, now), []
         case RestoreWorkers(boot_workers=boot_workers):
@@ -438,7 +455,7 @@ def _revoked_events(revoked: Revoked, *, suspend: bool) -> list[Event]:
     return [SuspensionVoided(revoked.task.id)]
 
 
-def _publish(
+def publish(
     events: Sequence[Event],
     dispatcher: trio.MemorySendChannel[DispatcherMessage],
     scheduler: trio.MemorySendChannel[SchedulerMessage],

@@ -10,18 +10,33 @@ taken up front instead of failing half-way through a batch.
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Any
 
+import psycopg
 from alembic import command
 from alembic.config import Config
-from sqlalchemy import Engine, create_engine, event
+from alembic.migration import MigrationContext
+from sqlalchemy import Engine, create_engine, event, text
 from sqlalchemy.engine import Connection, make_url
 
 SQLITE_BUSY_TIMEOUT_MS = 5000
 # SQLite's default page cache is 2 MiB; with a million queued tasks the indexes a
 # claim and a finish touch outgrow it, and every batch goes back to the file.
 SQLITE_CACHE_KIB = 65536
+# Any constant shared by every taskq process: the key of the migration lock.
+MIGRATION_LOCK = 0x7461736B71
+# PostgreSQL: give up on an unreachable server quickly (the writer answers 503
+# and tries again with the next batch), and let TCP keepalives notice a silent
+# peer instead of waiting on it for hours.
+POSTGRESQL_CONNECT_ARGS = {
+    "connect_timeout": 5,
+    "keepalives": 1,
+    "keepalives_idle": 10,
+    "keepalives_interval": 5,
+    "keepalives_count": 3,
+}
 
 
 def open_engine(url: str) -> Engine:
@@ -31,17 +46,41 @@ def open_engine(url: str) -> Engine:
         event.listen(engine, "connect", _configure_sqlite)
         event.listen(engine, "begin", _begin_immediate)
     else:
-        engine = create_engine(parsed, pool_pre_ping=True)
+        engine = create_engine(
+            parsed,
+            pool_pre_ping=True,
+            connect_args=POSTGRESQL_CONNECT_ARGS,
+            json_serializer=_json_or_data_error,
+        )
     return engine
 
 
-def migrate(engine: Engine) -> None:
-    """Bring the schema to the newest revision; a no-op when it is there already."""
+def migrate(engine: Engine) -> str | None:
+    """Bring the schema to the newest revision (a no-op when it is there); answer it.
+
+    On PostgreSQL the upgrade holds an advisory lock, so nodes starting together
+    migrate one after the other instead of racing to create the same tables.
+    """
     config = Config()
     config.set_main_option("script_location", str(Path(__file__).with_name("migrations")))
     with engine.begin() as connection:
+        if connection.dialect.name == "postgresql":
+            connection.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": MIGRATION_LOCK})
         config.attributes["connection"] = connection
         command.upgrade(config, "head")
+        return MigrationContext.configure(connection).get_current_revision()
+
+
+def _json_or_data_error(value: Any) -> str:
+    """psycopg writes JSON itself; a value it cannot write is the driver's data error.
+
+    SQLAlchemy then reports it as a database error, as it does on SQLite, and
+    the writer refuses that one command instead of failing.
+    """
+    try:
+        return json.dumps(value)
+    except (TypeError, ValueError) as exc:
+        raise psycopg.DataError(f"the value is not JSON: {exc}") from exc
 
 
 def _configure_sqlite(dbapi_connection: Any, _record: Any) -> None:

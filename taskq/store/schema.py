@@ -6,6 +6,9 @@ sort. ``ix_tasks_due`` does the same for the scheduler's "what is due now".
 They lead with ``status`` rather than being partial indexes because SQLite's
 planner, without statistics, prefers ``ix_tasks_status_id`` and a sort over a
 partial index.
+
+``workers.node`` names the process that runs a worker: boot slots are unique
+per node, and a node restores, re-queues and reaps by it (see docs/cluster.md).
 """
 
 from __future__ import annotations
@@ -23,6 +26,7 @@ from sqlalchemy import (
     String,
     Table,
     Text,
+    UniqueConstraint,
     text,
 )
 
@@ -72,6 +76,10 @@ workers = Table(
     Column("created_at", DateTime, nullable=False),
     Column("updated_at", DateTime, nullable=False),
     # The --workers slot (1..N) of a worker started at boot; NULL for API-created ones.
-    Column("boot_slot", Integer, nullable=True, unique=True),
+    Column("boot_slot", Integer, nullable=True),
+    # The process (cluster node) that runs this worker's actor; NULL only for rows
+    # written before nodes existed, which the next node to start takes up.
+    Column("node", String(255), nullable=True),
+    UniqueConstraint("node", "boot_slot", name="uq_workers_node_boot_slot"),
     sqlite_autoincrement=True,
 )

@@ -27,6 +27,7 @@ from sqlalchemy import (
 )
 from sqlalchemy.engine import Connection
 
+from taskq.config import default_node
 from taskq.errors import Conflict, NotFound
 from taskq.models import (
     SOURCES,
@@ -43,11 +44,11 @@ from taskq.models import (
     waiting_status,
 )
 from taskq.store import hot
+from taskq.store.cluster import WORKER_NOT_FOUND, NodeOps
 from taskq.store.engine import migrate, open_engine
 from taskq.store.schema import tasks, workers
 
 TASK_NOT_FOUND = "Task not found"
-WORKER_NOT_FOUND = "Worker not found"
 CANNOT_PAUSE = (
     "Task not found or cannot be paused (must be in PENDING, SCHEDULED, or RUNNING state)"
 )
@@ -83,21 +84,24 @@ class Revoked:
 
 
 class Store:
-    def __init__(self, engine: Engine) -> None:
+    """One database as seen by one node: the transactions it opens speak for that node."""
+
+    def __init__(self, engine: Engine, node: str | None = None) -> None:
         self.engine = engine
         self._writer_connection: Connection | None = None
+        self.node = default_node() if node is None else node
 
     @classmethod
-    def open(cls, url: str, *, migrate_schema: bool = True) -> Store:
+    def open(cls, url: str, *, migrate_schema: bool = True, node: str | None = None) -> Store:
         engine = open_engine(url)
         if migrate_schema:
             migrate(engine)
-        return cls(engine)
+        return cls(engine, node)
 
     @contextmanager
     def transaction(self) -> Iterator[Tx]:
         with self.engine.begin() as connection:
-            yield Tx(connection)
+            yield Tx(connection, self.node)
 
     @contextmanager
     def writer_transaction(self) -> Iterator[Tx]:
@@ -112,7 +116,7 @@ class Store:
             self._writer_connection = self.engine.connect()
         try:
             with self._writer_connection.begin():
-                yield Tx(self._writer_connection)
+                yield Tx(self._writer_connection, self.node)
         except BaseException:
             self._writer_connection.close()
             self._writer_connection = None
@@ -125,11 +129,16 @@ class Store:
         self.engine.dispose()
 
 
-class Tx:
-    """The operations of one transaction; ``now`` is passed in so a batch shares one clock."""
+class Tx(NodeOps):
+    """The operations of one transaction; ``now`` is passed in so a batch shares one clock.
 
-    def __init__(self, connection: Connection) -> None:
+    ``node`` is the process the transaction speaks for: the workers it creates,
+    restores and re-queues are that node's.
+    """
+
+    def __init__(self, connection: Connection, node: str | None = None) -> None:
         self.connection = connection
+        self.node = default_node() if node is None else node
 
     # --- tasks ---
 
@@ -350,23 +359,10 @@ class Tx:
         return promoted, next_due
 
     def requeue_running(self, worker_id: int | None, now: datetime) -> int:
-        """Put running tasks (of one worker, or all) back to pending; they run again.
-
-        The interrupted execution did not fail, so it gives back its attempt.
-        """
-        query = update(tasks).where(tasks.c.status.in_(SOURCES[Action.REQUEUE]))
-        if worker_id is not None:
-            query = query.where(tasks.c.worker_id == worker_id)
-        requeued = self.connection.execute(
-            query.values(
-                status=TaskStatus.PENDING,
-                worker_id=None,
-                started_at=None,
-                attempts=tasks.c.attempts - 1,
-                updated_at=now,
-            )
-        )
-        return int(requeued.rowcount)
+        """Put running tasks (of one worker, or all) back to pending; they run again."""
+        if worker_id is None:
+            return self._requeue(now)
+        return self._requeue(now, tasks.c.worker_id == worker_id)
 
     def _lock_task(self, task_id: int, missing: str) -> Task:
         row = self.connection.execute(
@@ -394,6 +390,7 @@ class Tx:
                 created_at=now,
                 updated_at=now,
                 boot_slot=boot_slot,
+                node=self.node,
             )
             .returning(*workers.c)
         ).one()
@@ -419,14 +416,19 @@ class Tx:
     def restore_workers(self, boot_workers: int, now: datetime) -> list[Worker]:
         """Reuse the rows of earlier runs so restarts do not pile up workers.
 
-        Boot slots 1..``boot_workers`` are taken up again (an offline one comes
-        back active, an inactive one stays inactive), slots beyond go offline,
-        and workers created over the API are restored as they were.
+        Boot slots 1..``boot_workers`` of this node are taken up again (an
+        offline one comes back active, an inactive one stays inactive), slots
+        beyond go offline, and workers created over the API on this node are
+        restored as they were. Rows from before nodes existed become this node's.
         """
+        self.connection.execute(
+            update(workers).where(workers.c.node.is_(None)).values(node=self.node)
+        )
+        mine = workers.c.node == self.node
         by_slot = {
             row.boot_slot: row
             for row in self.connection.execute(
-                select(workers).where(workers.c.boot_slot.is_not(None))
+                select(workers).where(mine, workers.c.boot_slot.is_not(None))
             )
         }
         for slot in range(1, boot_workers + 1):
@@ -437,10 +439,15 @@ class Tx:
                 self._set_worker(row.id, status=WorkerStatus.ACTIVE, updated_at=now)
         self.connection.execute(
             update(workers)
-            .where(workers.c.boot_slot > boot_workers)
+            .where(mine, workers.c.boot_slot > boot_workers)
             .values(status=WorkerStatus.OFFLINE, updated_at=now)
         )
-        return [w for w in self.list_workers() if w.status != WorkerStatus.OFFLINE]
+        rows = self.connection.execute(
+            select(workers)
+            .where(mine, workers.c.status != WorkerStatus.OFFLINE)
+            .order_by(workers.c.id)
+        )
+        return [_worker(row) for row in rows]
 
     def _set_worker(self, worker_id: int, **values: Any) -> Worker:
         row = self.connection.execute(

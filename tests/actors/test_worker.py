@@ -23,7 +23,6 @@ from taskq.messages import (
     FinishTask,
     GetTask,
     GetWorker,
-    Heartbeat,
     ReportProgress,
     RequeueRunning,
     RunTask,
@@ -31,6 +30,7 @@ from taskq.messages import (
     SetActive,
     StopTask,
     TasksReady,
+    WorkerHeartbeat,
     WorkerIdle,
     WorkerMessage,
     WriterCommand,
@@ -110,8 +110,10 @@ class Harness:
             match command:
                 case RequeueRunning(reply=reply):
                     answer(reply, outcome.Value(0))
-                case GetWorker(reply=reply) | Heartbeat(reply=reply):
+                case GetWorker(reply=reply):
                     answer(reply, outcome.Value(me))
+                case WorkerHeartbeat(reply=reply):
+                    answer(reply, outcome.Value([]))
                 case FinishTask():
                     self._finished_send.send_nowait(command)
                 case ReportProgress():
@@ -385,7 +387,7 @@ async def test_heartbeats_on_its_interval(
 
     await trio.sleep(35)
 
-    assert harness.writes.count(Heartbeat) == 3
+    assert harness.writes.count(WorkerHeartbeat) == 3
 
 
 # --- against the real writer ---

@@ -2,13 +2,20 @@
 
 from __future__ import annotations
 
-from alembic.autogenerate import compare_metadata
-from alembic.migration import MigrationContext
-from sqlalchemy import inspect
+from datetime import datetime
+from pathlib import Path
 
-from taskq.store import Store
+from alembic import command
+from alembic.autogenerate import compare_metadata
+from alembic.config import Config
+from alembic.migration import MigrationContext
+from sqlalchemy import inspect, text
+
+from taskq.store import Store, engine
 from taskq.store.engine import migrate
 from taskq.store.schema import metadata
+
+NOW = datetime(2030, 1, 1, 12, 0, 0)
 
 
 def test_migrations_produce_exactly_the_declared_schema(store: Store) -> None:
@@ -22,3 +29,34 @@ def test_migrating_twice_changes_nothing(store: Store) -> None:
     migrate(store.engine)
     assert inspect(store.engine).get_table_names() == before
     assert set(before) == {"alembic_version", "tasks", "workers"}
+
+
+def _to_revision(store: Store, revision: str) -> None:
+    config = Config()
+    config.set_main_option("script_location", str(Path(engine.__file__).with_name("migrations")))
+    with store.engine.begin() as connection:
+        config.attributes["connection"] = connection
+        command.downgrade(config, revision)
+
+
+def test_workers_from_before_nodes_are_taken_up_by_the_first_node_to_start(store: Store) -> None:
+    _to_revision(store, "0001")
+    with store.engine.begin() as connection:
+        connection.execute(
+            text(
+                "INSERT INTO workers (name, status, last_heartbeat, created_at, updated_at, "
+                "boot_slot) VALUES ('worker-1', 'active', :t, :t, :t, 1), "
+                "('api', 'active', :t, :t, :t, NULL)"
+            ),
+            {"t": NOW},
+        )
+    migrate(store.engine)
+    upgraded = Store(store.engine, node="first")
+
+    with upgraded.transaction() as tx:
+        restored = tx.restore_workers(2, NOW)
+
+    assert [(w.id, w.name) for w in restored] == [(1, "worker-1"), (2, "api"), (3, "worker-2")]
+    with Store(store.engine, node="second").transaction() as tx:
+        assert [w.name for w in tx.restore_workers(1, NOW)] == ["worker-1"]
+        assert len(tx.list_workers()) == 4

@@ -223,13 +223,23 @@ def launch(tmp_path: Path, db_url: str) -> Iterator[Launcher]:
         launcher.close()
 
 
-def eventually(check: Callable[[], bool], *, within: float = 20.0, what: str) -> None:
-    """Poll ``check`` until it holds; fail after ``within`` seconds."""
+def eventually(
+    check: Callable[[], bool],
+    *,
+    within: float = 20.0,
+    what: str,
+    interval: float = POLL_INTERVAL_SECONDS,
+) -> None:
+    """Poll ``check`` every ``interval`` s until it holds; fail after ``within`` seconds.
+
+    A check that reads a lot (thousands of tasks) takes a longer interval, so
+    that polling does not starve the processes it waits for.
+    """
     deadline = time.monotonic() + within
     while not check():
         if time.monotonic() > deadline:
             pytest.fail(f"timed out after {within} s waiting for {what}")
-        time.sleep(POLL_INTERVAL_SECONDS)
+        time.sleep(interval)
 
 
 def utc_in(seconds: float) -> str:

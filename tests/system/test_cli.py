@@ -28,6 +28,10 @@ from tests.system.conftest import (
     read_runs,
 )
 
+# The real process on its default backend, an SQLite file; docs/cluster.md's
+# PostgreSQL cluster has its own process tests in test_cluster.py.
+pytestmark = pytest.mark.sqlite_only
+
 BUILTIN_HANDLERS = ["taskq.echo", "taskq.fail", "taskq.sleep"]
 TEST_HANDLERS = ["tests.gated", "tests.record"]
 QUICK_EXIT_SECONDS = 20.0
@@ -40,6 +44,9 @@ ENVIRONMENT = [
     ("TASKQ_TASKS", "one.tasks, two.tasks", "task_modules", ("one.tasks", "two.tasks")),
     ("TASKQ_GRACE", "2.5", "grace_seconds", 2.5),
     ("TASKQ_LOG_LEVEL", "debug", "log_level", "DEBUG"),
+    ("TASKQ_NODE", "web-1", "node", "web-1"),
+    ("TASKQ_DEAD_AFTER", "12", "dead_after_seconds", 12.0),
+    ("TASKQ_NO_MIGRATE", "1", "migrate", False),
 ]
 
 COMMAND_LINE = [
@@ -50,6 +57,9 @@ COMMAND_LINE = [
     (["--tasks", "one", "--tasks", "two"], "task_modules", ("one", "two")),
     (["--grace", "0"], "grace_seconds", 0.0),
     (["--log-level", "warning"], "log_level", "WARNING"),
+    (["--node", "web-2"], "node", "web-2"),
+    (["--dead-after", "8"], "dead_after_seconds", 8.0),
+    (["--no-migrate"], "migrate", False),
 ]
 
 BAD_VALUES = [
@@ -61,6 +71,8 @@ BAD_VALUES = [
     ("--grace", "nan", "TASKQ_GRACE", "must be 0 or more seconds"),
     ("--grace", "soon", "TASKQ_GRACE", "must be a number of seconds"),
     ("--log-level", "loud", "TASKQ_LOG_LEVEL", "must be one of DEBUG, INFO, WARNING, ERROR"),
+    ("--dead-after", "0", "TASKQ_DEAD_AFTER", "must be more than 0 seconds"),
+    ("--node", " ", "TASKQ_NODE", "must be 1 to 255 characters"),
 ]
 
 
@@ -90,6 +102,40 @@ def test_defaults() -> None:
         grace_seconds=config.DEFAULT_GRACE_SECONDS,
         log_level=config.DEFAULT_LOG_LEVEL,
     )
+
+
+def test_the_heartbeat_keeps_well_inside_the_dead_node_timeout() -> None:
+    assert parse_settings(["--dead-after", "2"], {}).heartbeat_interval_seconds == 0.5
+    assert parse_settings([], {}).heartbeat_interval_seconds == config.HEARTBEAT_INTERVAL_SECONDS
+
+
+def test_settings_refuse_a_heartbeat_too_slow_for_the_dead_node_timeout() -> None:
+    with pytest.raises(ValueError, match="too slow"):
+        Settings(heartbeat_interval_seconds=5.0, dead_after_seconds=8.0)
+
+
+def test_no_migrate_from_the_environment_can_be_switched_off() -> None:
+    assert parse_settings([], {"TASKQ_NO_MIGRATE": "0"}).migrate
+
+
+def test_migrate_creates_the_schema_and_exits(db_url: str, tmp_path: Path) -> None:
+    done = run_taskq("migrate", "--db", db_url)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == f"database {db_url} is at revision 0003"
+    assert (tmp_path / "taskq.db").exists()
+
+
+def test_migrate_reports_an_unusable_database_url() -> None:
+    done = run_taskq("migrate", "--db", "nosuchdialect://x")
+    assert done.returncode == 1
+    assert done.stderr.startswith("taskq migrate: ")
+    assert "Traceback" not in done.stderr
+
+
+def test_no_migrate_leaves_a_new_database_empty(db_url: str, tmp_path: Path) -> None:
+    done = run_taskq("--db", db_url, "--port", "0", "--no-migrate")
+    assert done.returncode != 0
+    assert "no such table" in done.stderr
 
 
 @pytest.mark.parametrize(("variable", "value", "field", "expected"), ENVIRONMENT)

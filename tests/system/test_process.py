@@ -20,6 +20,10 @@ import pytest
 
 from tests.system.conftest import Launcher, Task, Taskq, eventually, read_runs, utc_in
 
+# The real process on its default backend, an SQLite file; docs/cluster.md's
+# PostgreSQL cluster has its own process tests in test_cluster.py.
+pytestmark = pytest.mark.sqlite_only
+
 SUBMITTERS = 8
 
 
