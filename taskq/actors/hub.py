@@ -40,13 +40,16 @@ from taskq.messages import (
     ListTasks,
     ListWorkers,
     PromoteDueTasks,
+    ReapDeadWorkers,
     Reply,
     ReportProgress,
+    RequeueNode,
     RequeueRunning,
     RestoreWorkers,
     SetWorkerStatus,
     Subscribe,
     Subscription,
+    WorkerHeartbeat,
     WriterCommand,
     answer,
 )
@@ -173,6 +176,17 @@ def _changes(
             _forget_running(state, worker_id)
             detail = {"reason": "requeued", "count": value, "worker_id": worker_id}
             yield state.number(ChangeKind.TASKS_CHANGED, at, detail=detail)
+        case RequeueNode() if value:
+            _forget_running(state, None)
+            detail = {"reason": "requeued", "count": value}
+            yield state.number(ChangeKind.TASKS_CHANGED, at, detail=detail)
+        case ReapDeadWorkers() if value:
+            for worker_id in value:
+                _forget_running(state, worker_id)
+            detail = {"reason": "dead workers reaped", "worker_ids": value}
+            yield state.number(ChangeKind.TASKS_CHANGED, at, detail=detail)
+        case WorkerHeartbeat():
+            return
         case CreateWorker() | Heartbeat() | SetWorkerStatus():
             yield state.number(ChangeKind.WORKER_UPDATED, at, worker=value)
         case RestoreWorkers():
