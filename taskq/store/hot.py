@@ -17,7 +17,9 @@ from collections.abc import Callable, Sequence
 from datetime import datetime
 from typing import Any
 
+from sqlalchemy import Float
 from sqlalchemy.engine import Connection, Dialect
+from sqlalchemy.types import TypeEngine
 
 from taskq.models import SOURCES, Action, NewTask, Priority, Task, TaskStatus, waiting_status
 from taskq.store.schema import tasks
@@ -50,8 +52,7 @@ class HotStatements:
             for column in tasks.c
         }
         self._from_db: list[Processor] = [
-            tasks.c[name].type.dialect_impl(dialect).result_processor(dialect, None)
-            for name in CLAIMED_COLUMNS
+            _result_processor(tasks.c[name].type, dialect) for name in CLAIMED_COLUMNS
         ]
         self._inserts: dict[int, str] = {}
         mark = self._mark
@@ -127,6 +128,14 @@ class HotStatements:
                 f" VALUES {', '.join([one] * rows)} RETURNING id"
             )
         return self._inserts[rows]
+
+
+def _result_processor(column_type: TypeEngine[Any], dialect: Dialect) -> Processor:
+    """The column's own conversion of what the driver returns; drivers return floats as
+    floats already (and PostgreSQL's numeric processors want the wire type's code)."""
+    if isinstance(column_type, Float):
+        return None
+    return column_type.dialect_impl(dialect).result_processor(dialect, None)
 
 
 @functools.cache

@@ -14,7 +14,14 @@ from collections.abc import Iterable
 from datetime import datetime
 from typing import Any
 
-from taskq.messages import Event, TaskRevoked, TaskScheduled, TasksReady, WorkerStatusChanged
+from taskq.messages import (
+    Event,
+    SuspensionVoided,
+    TaskRevoked,
+    TaskScheduled,
+    TasksReady,
+    WorkerStatusChanged,
+)
 from taskq.models import WorkerStatus
 
 CHANNEL = "taskq"
@@ -41,11 +48,14 @@ def decode(payload: str) -> tuple[str, Event] | None:
         node = str(fields["node"])
         match fields["event"]:
             case "ready":
-                return node, TasksReady()
+                return node, TasksReady(from_other_node=True)
             case "scheduled":
                 return node, TaskScheduled(datetime.fromisoformat(fields["at"]))
             case "revoked":
-                return node, TaskRevoked(int(fields["task_id"]), int(fields["worker_id"]))
+                task_id, worker_id = int(fields["task_id"]), int(fields["worker_id"])
+                return node, TaskRevoked(task_id, worker_id, bool(fields.get("suspend", False)))
+            case "voided":
+                return node, SuspensionVoided(int(fields["task_id"]))
             case "status":
                 return node, WorkerStatusChanged(
                     int(fields["worker_id"]), WorkerStatus(fields["status"])
@@ -61,8 +71,16 @@ def _fields(event: Event) -> dict[str, Any]:
             return {"event": "ready"}
         case TaskScheduled(at=at):
             return {"event": "scheduled", "at": at.isoformat()}
-        case TaskRevoked(task_id=task_id, worker_id=worker_id):
-            return {"event": "revoked", "task_id": task_id, "worker_id": worker_id}
+        case TaskRevoked(task_id=task_id, worker_id=worker_id, suspend=suspend):
+            return {
+                "event": "revoked",
+                "task_id": task_id,
+                "worker_id": worker_id,
+                "suspend": suspend,
+            }
+        case SuspensionVoided(task_id=task_id):
+            # A task paused at a checkpoint on another node was deleted or rewritten.
+            return {"event": "voided", "task_id": task_id}
         case WorkerStatusChanged(worker_id=worker_id, status=status):
             return {"event": "status", "worker_id": worker_id, "status": str(status)}
     raise AssertionError(f"unknown event {event!r}")

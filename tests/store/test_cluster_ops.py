@@ -7,7 +7,13 @@ from datetime import datetime, timedelta
 
 import pytest
 
-from taskq.messages import TaskRevoked, TaskScheduled, TasksReady, WorkerStatusChanged
+from taskq.messages import (
+    SuspensionVoided,
+    TaskRevoked,
+    TaskScheduled,
+    TasksReady,
+    WorkerStatusChanged,
+)
 from taskq.models import NewTask, TaskStatus, WorkerStatus
 from taskq.store import Store, notices
 
@@ -150,12 +156,16 @@ def test_notices_read_back_as_the_events_they_carry() -> None:
         TaskScheduled(NOW + timedelta(hours=1)),
         TaskScheduled(NOW),
         TaskRevoked(3, 4),
+        TaskRevoked(6, 4, suspend=True),
+        SuspensionVoided(7),
         WorkerStatusChanged(5, WorkerStatus.INACTIVE),
     ]
     decoded = [notices.decode(payload) for payload in notices.encode("n1", events)]
     assert decoded == [
-        ("n1", TasksReady()),
+        ("n1", TasksReady(from_other_node=True)),
         ("n1", TaskRevoked(3, 4)),
+        ("n1", TaskRevoked(6, 4, suspend=True)),
+        ("n1", SuspensionVoided(7)),
         ("n1", WorkerStatusChanged(5, WorkerStatus.INACTIVE)),
         ("n1", TaskScheduled(NOW)),
     ]
