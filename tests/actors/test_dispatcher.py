@@ -151,6 +151,22 @@ async def test_a_waiting_claim_is_withdrawn_when_one_of_its_workers_stops(
     assert await harness.claim([]) == (1,)
 
 
+async def test_tasks_made_ready_by_another_node_make_the_waiting_claim_run_again(
+    harness: Harness,
+) -> None:
+    harness.join(1)
+    harness.idle(1)
+    waiting = await receive(harness.writer)
+    harness.inbox.send_nowait(TasksReady())
+    await harness.no_claim()
+
+    harness.inbox.send_nowait(TasksReady(from_other_node=True))
+
+    assert isinstance(await receive(harness.writer), WithdrawClaim)
+    answer(waiting.reply, outcome.Value([]))
+    assert await harness.claim([running_task(5, 1)]) == (1,)
+
+
 async def test_a_full_claim_keeps_claiming_for_the_next_idle_worker(harness: Harness) -> None:
     harness.join(1, 2)
     harness.idle(1)

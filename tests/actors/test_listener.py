@@ -36,7 +36,7 @@ async def test_it_forwards_other_nodes_notices_and_skips_its_own(
         )
     )
     # Connected: it catches up at once, since anything may have been missed.
-    assert await receive(dispatcher) == TasksReady()
+    assert await receive(dispatcher) == TasksReady(from_other_node=True)
     assert (await receive(scheduler)).at == NOW
 
     await trio.to_thread.run_sync(announce, db_url, "me", TaskRevoked(1, 2))
