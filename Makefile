@@ -27,8 +27,8 @@ run: $(STAMP)
 	$(BIN)/python -m taskq $(ARGS)
 
 test: $(STAMP)
-	$(BIN)/ruff check taskq tests
-	$(BIN)/ruff format --check taskq tests
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
 	$(BIN)/mypy
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 

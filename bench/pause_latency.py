@@ -41,17 +41,18 @@ import trio
 
 sys.path.insert(0, str(Path(__file__).parent))
 
-import pause_latency_handlers as handlers  # noqa: E402
+import pause_latency_handlers as handlers
 
-from taskq import TaskContext, system  # noqa: E402
-from taskq.config import Settings  # noqa: E402
-from taskq.models import Priority, TaskStatus  # noqa: E402
-from taskq.queue import Queue  # noqa: E402
-from taskq.registry import Registry  # noqa: E402
+from taskq import TaskContext, system
+from taskq.config import Settings
+from taskq.models import Priority, TaskStatus
+from taskq.queue import Queue
+from taskq.registry import Registry
 
 LONG_SECONDS = 30.0
 THREAD_SPIN_SECONDS = 0.5
 BURN_LOOPS = 3_000_000
+ENDED = frozenset({TaskStatus.COMPLETED, TaskStatus.FAILED})
 
 
 class Marker:
@@ -107,19 +108,21 @@ async def trio_nothing(payload: Mapping[str, Any]) -> None:
     return None
 
 
-async def settle(queue: Queue, task_id: int) -> None:
-    with trio.fail_after(LONG_SECONDS * 4):
-        while (await queue.get_task(task_id)).status not in (
-            TaskStatus.COMPLETED,
-            TaskStatus.FAILED,
-        ):
+async def until_status(
+    queue: Queue, task_id: int, statuses: frozenset[TaskStatus], within: float
+) -> None:
+    """Wait for a committed status: a process handler's state shows nowhere else."""
+    with trio.fail_after(within):
+        while (await queue.get_task(task_id)).status not in statuses:  # noqa: ASYNC110
             await trio.sleep(0.001)
+
+
+async def settle(queue: Queue, task_id: int) -> None:
+    await until_status(queue, task_id, ENDED, LONG_SECONDS * 4)
 
 
 async def until_running(queue: Queue, task_id: int) -> None:
-    with trio.fail_after(LONG_SECONDS):
-        while (await queue.get_task(task_id)).status != TaskStatus.RUNNING:
-            await trio.sleep(0.001)
+    await until_status(queue, task_id, frozenset({TaskStatus.RUNNING}), LONG_SECONDS)
 
 
 async def pause_to_next_start(queue: Queue, marker: Marker, kind: str) -> tuple[float, float]:
