@@ -212,7 +212,6 @@ def build_parser(environ: Mapping[str, str]) -> argparse.ArgumentParser:
         "--no-migrate",
         dest="no_migrate",
         action="store_true",
-        default=_flag(environ.get("TASKQ_NO_MIGRATE", "")),
         help="do not create or upgrade the schema at start; run `taskq migrate` instead "
         "(env TASKQ_NO_MIGRATE=1)",
     )
@@ -224,12 +223,20 @@ def build_parser(environ: Mapping[str, str]) -> argparse.ArgumentParser:
         help="import MODULE to register its handlers; repeatable "
         "(env TASKQ_TASKS, comma-separated)",
     )
-    parser.set_defaults(env_tasks=environ.get("TASKQ_TASKS", ""))
+    parser.set_defaults(
+        env_tasks=environ.get("TASKQ_TASKS", ""),
+        env_no_migrate=environ.get("TASKQ_NO_MIGRATE", ""),
+    )
     return parser
 
 
 def parse_settings(argv: Sequence[str], environ: Mapping[str, str]) -> Settings:
-    args = build_parser(environ).parse_args(argv)
+    parser = build_parser(environ)
+    args = parser.parse_args(argv)
+    try:
+        no_migrate = args.no_migrate or _flag(args.env_no_migrate)
+    except argparse.ArgumentTypeError as exc:
+        parser.error(f"TASKQ_NO_MIGRATE {exc}")
     modules = args.tasks if args.tasks is not None else args.env_tasks.split(",")
     return Settings(
         host=args.host,
@@ -247,7 +254,7 @@ def parse_settings(argv: Sequence[str], environ: Mapping[str, str]) -> Settings:
         checkpoint_grace_seconds=args.checkpoint_grace,
         node=args.node,
         dead_after_seconds=args.dead_after,
-        migrate=not args.no_migrate,
+        migrate=not no_migrate,
     )
 
 

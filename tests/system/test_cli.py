@@ -118,6 +118,15 @@ def test_no_migrate_from_the_environment_can_be_switched_off() -> None:
     assert parse_settings([], {"TASKQ_NO_MIGRATE": "0"}).migrate
 
 
+def test_a_bad_no_migrate_value_in_the_environment_exits_2_with_a_message(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    with pytest.raises(SystemExit) as exited:
+        parse_settings([], {"TASKQ_NO_MIGRATE": "maybe"})
+    assert exited.value.code == 2
+    assert "TASKQ_NO_MIGRATE must be 1 or 0, got 'maybe'" in capsys.readouterr().err
+
+
 def test_migrate_creates_the_schema_and_exits(db_url: str, tmp_path: Path) -> None:
     done = run_taskq("migrate", "--db", db_url)
     assert done.returncode == 0, done.stderr
