@@ -28,7 +28,7 @@ import outcome
 import trio
 
 from taskq.actors import hub
-from taskq.actors.writer import apply_batch
+from taskq.actors.batches import apply_batch
 from taskq.messages import (
     ClaimTasks,
     Committed,
