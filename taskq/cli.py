@@ -13,6 +13,7 @@ from __future__ import annotations
 import argparse
 import errno
 import importlib
+import ipaddress
 import logging
 import os
 import signal
@@ -101,6 +102,28 @@ def _positive_seconds(text: str) -> float:
     if value == 0:
         raise argparse.ArgumentTypeError(f"must be more than 0 seconds, got {text}")
     return value
+
+
+def _positive(text: str) -> int:
+    value = _integer(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be 1 or more, got {value}")
+    return value
+
+
+def _backlog(text: str) -> int:
+    value = _integer(text)
+    if not 1 <= value <= config.WRITER_INBOX_SIZE:
+        raise argparse.ArgumentTypeError(f"must be 1 to {config.WRITER_INBOX_SIZE}, got {value}")
+    return value
+
+
+def _token(text: str) -> str:
+    try:
+        config.check_token(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+    return text
 
 
 def _flag(text: str) -> bool:
@@ -208,6 +231,37 @@ def build_parser(environ: Mapping[str, str]) -> argparse.ArgumentParser:
         "and their tasks are re-queued",
         type=_positive_seconds,
     )
+    option(
+        "--max-body-bytes",
+        "TASKQ_MAX_BODY_BYTES",
+        config.DEFAULT_MAX_BODY_BYTES,
+        "largest request body accepted, in bytes; larger ones get 413",
+        type=_positive,
+    )
+    option(
+        "--payload-depth-max",
+        "TASKQ_PAYLOAD_DEPTH_MAX",
+        config.DEFAULT_PAYLOAD_DEPTH_MAX,
+        "levels of objects and arrays a task's payload may nest; deeper ones get 422",
+        type=_positive,
+    )
+    option(
+        "--http-backlog",
+        "TASKQ_HTTP_BACKLOG",
+        config.DEFAULT_HTTP_BACKLOG,
+        "requests that may wait for the database writer; more get 503 with Retry-After",
+        type=_backlog,
+    )
+    parser.add_argument(
+        "--api-token",
+        action="append",
+        default=None,
+        type=_token,
+        metavar="TOKEN",
+        help="require this token (Authorization: Bearer TOKEN) on every route but /healthz "
+        "and /readyz; repeatable (env TASKQ_API_TOKEN, comma-separated; the environment "
+        "keeps it out of the process list)",
+    )
     parser.add_argument(
         "--no-migrate",
         dest="no_migrate",
@@ -224,6 +278,7 @@ def build_parser(environ: Mapping[str, str]) -> argparse.ArgumentParser:
         "(env TASKQ_TASKS, comma-separated)",
     )
     parser.set_defaults(
+        env_tokens=environ.get("TASKQ_API_TOKEN", ""),
         env_tasks=environ.get("TASKQ_TASKS", ""),
         env_no_migrate=environ.get("TASKQ_NO_MIGRATE", ""),
     )
@@ -238,6 +293,14 @@ def parse_settings(argv: Sequence[str], environ: Mapping[str, str]) -> Settings:
     except argparse.ArgumentTypeError as exc:
         parser.error(f"TASKQ_NO_MIGRATE {exc}")
     modules = args.tasks if args.tasks is not None else args.env_tasks.split(",")
+    tokens = args.api_token
+    if tokens is None:
+        tokens = [token.strip() for token in args.env_tokens.split(",") if token.strip()]
+        try:
+            for token in tokens:
+                config.check_token(token)
+        except ValueError as exc:
+            parser.error(f"TASKQ_API_TOKEN: {exc}")
     return Settings(
         host=args.host,
         port=args.port,
@@ -255,7 +318,30 @@ def parse_settings(argv: Sequence[str], environ: Mapping[str, str]) -> Settings:
         node=args.node,
         dead_after_seconds=args.dead_after,
         migrate=not no_migrate,
+        max_body_bytes=args.max_body_bytes,
+        payload_depth_max=args.payload_depth_max,
+        http_backlog=args.http_backlog,
+        api_tokens=tuple(tokens),
     )
+
+
+def exposure_warning(settings: Settings) -> str | None:
+    """One line for stderr when the API is open to other machines without a token."""
+    if settings.api_tokens or _loopback(settings.host):
+        return None
+    return (
+        f"taskq: warning: listening on {settings.host} without an API token; anyone who "
+        "can reach this address can use the API (see --api-token and docs/security.md)"
+    )
+
+
+def _loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False
 
 
 def _without_password(db_url: str) -> str:
@@ -339,6 +425,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     if arguments and arguments[0] in client_cli.COMMANDS:
         return client_cli.main(arguments)
     settings = parse_settings(arguments, os.environ)
+    warning = exposure_warning(settings)
+    if warning is not None:
+        print(warning, file=sys.stderr, flush=True)
     logging.basicConfig(
         level=settings.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )

@@ -1,7 +1,8 @@
 """``taskq submit|tasks|show|pause|resume|retry|delete|workers|watch``: the client commands.
 
 They talk to a running taskq over HTTP (``--url``, or ``TASKQ_URL``) through
-``taskq.Client``. Exit status: 0 done, 1 the server refused (its ``detail``
+``taskq.Client``, with the API token of ``--token`` or ``TASKQ_API_TOKEN`` (the
+first, when that lists several). Exit status: 0 done, 1 the server refused (its ``detail``
 is printed), 2 bad command line, 3 server unreachable, 4 the awaited task failed,
 130 interrupted (Ctrl-C, which is how ``watch`` ends).
 """
@@ -228,6 +229,11 @@ def build_parser(environ: Mapping[str, str]) -> argparse.ArgumentParser:
         default=environ.get("TASKQ_URL", DEFAULT_URL),
         help=f"where taskq listens (env TASKQ_URL; default {DEFAULT_URL})",
     )
+    common.add_argument(
+        "--token",
+        default=environ.get("TASKQ_API_TOKEN", "").split(",")[0].strip() or None,
+        help="the API token, when the server requires one (env TASKQ_API_TOKEN)",
+    )
     parser = argparse.ArgumentParser(prog="taskq", description="Talk to a running taskq.")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     for name, (_, summary) in COMMANDS.items():
@@ -261,7 +267,7 @@ def main(argv: Sequence[str], environ: Mapping[str, str] | None = None) -> int:
     errors = Console(stderr=True)
     command, _ = COMMANDS[args.command]
     try:
-        with Client(args.url) as client:
+        with Client(args.url, token=args.token) as client:
             return command(client, args, console)
     except ClientError as exc:
         errors.print(f"taskq: {exc.status}: {exc.detail}", highlight=False, markup=False)

@@ -42,8 +42,15 @@ WRITER_BATCH_MAX = 512
 # A batch of outcomes nobody waits for is held this long for the claim that
 # usually follows, so both share one commit.
 WRITER_LINGER_SECONDS = 0.002
-# Commands waiting for the writer; a full inbox makes senders wait (backpressure).
+# Commands waiting for the writer; a full inbox makes the actors wait (backpressure).
 WRITER_INBOX_SIZE = 4096
+# Commands of HTTP requests the writer's inbox may hold; a request finding more
+# waiting is refused with a 503 and ``Retry-After`` instead of queueing without
+# bound. The rest of the inbox stays free for the actors' own commands (outcomes,
+# claims), so a flood of requests does not hold up the tasks already running.
+DEFAULT_HTTP_BACKLOG = WRITER_INBOX_SIZE // 2
+# What a refused request is told to wait before trying again.
+RETRY_AFTER_SECONDS = 1
 
 # A task's own retry budget and time limit are bounded so that a typo cannot
 # keep a task retrying for ever; the defaults are the system options below.
@@ -72,8 +79,16 @@ READY_TIMEOUT_SECONDS = 2.0
 BATCH_TASKS_MAX = 1000
 LIST_LIMIT_DEFAULT = 100
 LIST_LIMIT_MAX = 1000
+# Names are stored in 255-character columns: a fixed part of the API, not a setting.
 TASK_NAME_MAX_LENGTH = 255
 WORKER_NAME_MAX_LENGTH = 255
+# A request body larger than this is refused with a 413 before it is parsed.
+DEFAULT_MAX_BODY_BYTES = 1024 * 1024
+# Levels of objects and arrays a task's payload may nest (the payload object
+# itself is level 1); deeper is a 422. Far below what Python's parser survives.
+DEFAULT_PAYLOAD_DEPTH_MAX = 32
+# API tokens shorter than this are refused at start-up: a token is the only key.
+API_TOKEN_MIN_LENGTH = 16
 
 # Supervision: an actor that crashes more than RESTART_MAX times within
 # RESTART_WINDOW_SECONDS stops the whole system, loudly.
@@ -105,13 +120,32 @@ class Settings:
     node: str = field(default_factory=lambda: default_node())
     dead_after_seconds: float = DEFAULT_DEAD_AFTER_SECONDS
     migrate: bool = True
+    max_body_bytes: int = DEFAULT_MAX_BODY_BYTES
+    payload_depth_max: int = DEFAULT_PAYLOAD_DEPTH_MAX
+    http_backlog: int = DEFAULT_HTTP_BACKLOG
+    # Any one of these opens the API; none: the API is open to whoever reaches it.
+    api_tokens: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
+        if not 1 <= self.http_backlog <= WRITER_INBOX_SIZE:
+            raise ValueError(f"http_backlog must be 1 to {WRITER_INBOX_SIZE}")
+        if self.max_body_bytes < 1 or self.payload_depth_max < 1:
+            raise ValueError("max_body_bytes and payload_depth_max must be 1 or more")
+        for token in self.api_tokens:
+            check_token(token)
         if self.heartbeat_interval_seconds * 2 > self.dead_after_seconds:
             raise ValueError(
                 f"a heartbeat every {self.heartbeat_interval_seconds:g} s is too slow for "
                 f"dead_after_seconds={self.dead_after_seconds:g}: live workers would be reaped"
             )
+
+
+def check_token(token: str) -> None:
+    """Raise ValueError for a token that is too short or could not travel in a header."""
+    if len(token) < API_TOKEN_MIN_LENGTH:
+        raise ValueError(f"an API token must have at least {API_TOKEN_MIN_LENGTH} characters")
+    if not token.isascii() or not token.isprintable() or any(c in token for c in " ,"):
+        raise ValueError("an API token must be printable ASCII without spaces or commas")
 
 
 def default_node() -> str:

@@ -21,3 +21,7 @@ class Conflict(TaskqError):
 
 class Unavailable(TaskqError):
     """The actor that should answer is gone (crashed or shutting down)."""
+
+
+class Overloaded(Unavailable):
+    """Too many requests already wait for the writer; the caller should retry later."""

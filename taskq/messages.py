@@ -25,23 +25,37 @@ from typing import Any, TypeAlias, TypeVar
 import outcome
 import trio
 
-from taskq.errors import Unavailable
+from taskq.errors import Overloaded, Unavailable
 from taskq.models import Change, NewTask, Priority, Task, TaskChanges, TaskStatus, WorkerStatus
 
 Reply: TypeAlias = trio.MemorySendChannel[outcome.Outcome[Any]]
 M = TypeVar("M")
 
 
-async def request(inbox: trio.MemorySendChannel[M], build: Callable[[Reply], M]) -> Any:
+async def request(
+    inbox: trio.MemorySendChannel[M],
+    build: Callable[[Reply], M],
+    *,
+    backlog_max: int | None = None,
+) -> Any:
     """Send ``build(reply)`` to ``inbox`` and return the answer (or raise its error).
 
+    With ``backlog_max``, a request finding that many messages already waiting
+    is refused at once with ``Overloaded`` instead of waiting for room.
     A reply channel closed without an answer means the actor died with the
     request in hand; the caller gets ``Unavailable`` rather than waiting forever.
     """
     reply_send, reply_receive = trio.open_memory_channel[outcome.Outcome[Any]](1)
     with reply_receive:
         try:
-            await inbox.send(build(reply_send))
+            if backlog_max is None:
+                await inbox.send(build(reply_send))
+            elif inbox.statistics().current_buffer_used >= backlog_max:
+                raise Overloaded("taskq is busy; try again shortly")
+            else:
+                inbox.send_nowait(build(reply_send))
+        except trio.WouldBlock as exc:
+            raise Overloaded("taskq is busy; try again shortly") from exc
         except (trio.ClosedResourceError, trio.BrokenResourceError) as exc:
             raise Unavailable("taskq is shutting down") from exc
         try:

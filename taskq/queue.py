@@ -26,6 +26,7 @@ from taskq.messages import (
     ListTasks,
     ListWorkers,
     PauseTask,
+    Reply,
     ResumeTask,
     RetryTask,
     SetWorkerStatus,
@@ -69,10 +70,23 @@ class Queue:
         supervisor: trio.MemorySendChannel[SupervisorMessage],
         *,
         defaults: Callable[[str], ExecutionDefaults] = _system_defaults,
+        backlog_max: int | None = None,
     ) -> None:
+        """``backlog_max``: refuse a command (``Overloaded``) when that many already
+        wait for the writer, rather than wait for room; None waits."""
         self._writer = writer
         self._supervisor = supervisor
         self._defaults = defaults
+        self._backlog_max = backlog_max
+
+    def bounded(self, backlog_max: int) -> Queue:
+        """This queue, refusing commands beyond ``backlog_max`` waiting: for the HTTP layer."""
+        return Queue(
+            self._writer, self._supervisor, defaults=self._defaults, backlog_max=backlog_max
+        )
+
+    async def _write(self, build: Callable[[Reply], WriterCommand]) -> Any:
+        return await request(self._writer, build, backlog_max=self._backlog_max)
 
     async def submit(
         self,
@@ -95,7 +109,7 @@ class Queue:
             max_attempts=max_attempts,
             timeout=timeout,
         )
-        task: Task = await request(self._writer, lambda reply: CreateTask(new, reply))
+        task: Task = await self._write(lambda reply: CreateTask(new, reply))
         return task
 
     def new_task(
@@ -125,13 +139,11 @@ class Queue:
         The way to enqueue in bulk: thousands of tasks cost about what a few
         single submits do.
         """
-        tasks: list[Task] = await request(
-            self._writer, lambda reply: CreateTasks(tuple(news), reply)
-        )
+        tasks: list[Task] = await self._write(lambda reply: CreateTasks(tuple(news), reply))
         return tasks
 
     async def get_task(self, task_id: int) -> Task:
-        task: Task = await request(self._writer, lambda reply: GetTask(task_id, reply))
+        task: Task = await self._write(lambda reply: GetTask(task_id, reply))
         return task
 
     async def list_tasks(
@@ -144,57 +156,54 @@ class Queue:
         priority: Priority | None = None,
         newest_first: bool = False,
     ) -> list[Task]:
-        found: list[Task] = await request(
-            self._writer,
+        found: list[Task] = await self._write(
             lambda reply: ListTasks(skip, limit, status, reply, name, priority, newest_first),
         )
         return found
 
     async def count_tasks(self) -> TaskCounts:
         """How many tasks each (status, priority) pair holds, read in one transaction."""
-        counts: TaskCounts = await request(self._writer, CountTasks)
+        counts: TaskCounts = await self._write(CountTasks)
         return counts
 
     async def update_task(self, task_id: int, changes: TaskChanges) -> Task:
-        task: Task = await request(self._writer, lambda reply: UpdateTask(task_id, changes, reply))
+        task: Task = await self._write(lambda reply: UpdateTask(task_id, changes, reply))
         return task
 
     async def delete_task(self, task_id: int) -> None:
-        await request(self._writer, lambda reply: DeleteTask(task_id, reply))
+        await self._write(lambda reply: DeleteTask(task_id, reply))
 
     async def pause_task(self, task_id: int) -> Task:
-        task: Task = await request(self._writer, lambda reply: PauseTask(task_id, reply))
+        task: Task = await self._write(lambda reply: PauseTask(task_id, reply))
         return task
 
     async def resume_task(self, task_id: int) -> Task:
-        task: Task = await request(self._writer, lambda reply: ResumeTask(task_id, reply))
+        task: Task = await self._write(lambda reply: ResumeTask(task_id, reply))
         return task
 
     async def retry_task(self, task_id: int) -> Task:
         """Put a failed task back in the queue with a fresh attempt budget."""
-        task: Task = await request(self._writer, lambda reply: RetryTask(task_id, reply))
+        task: Task = await self._write(lambda reply: RetryTask(task_id, reply))
         return task
 
     async def create_worker(self, name: str) -> Worker:
         """Register a worker and start its actor; it takes tasks at once."""
-        worker: Worker = await request(self._writer, lambda reply: CreateWorker(name, reply))
+        worker: Worker = await self._write(lambda reply: CreateWorker(name, reply))
         await request(self._supervisor, lambda reply: SpawnWorker(worker.id, reply))
         return worker
 
     async def get_worker(self, worker_id: int) -> Worker:
-        worker: Worker = await request(self._writer, lambda reply: GetWorker(worker_id, reply))
+        worker: Worker = await self._write(lambda reply: GetWorker(worker_id, reply))
         return worker
 
     async def list_workers(self) -> list[Worker]:
-        found: list[Worker] = await request(self._writer, ListWorkers)
+        found: list[Worker] = await self._write(ListWorkers)
         return found
 
     async def heartbeat(self, worker_id: int) -> Worker:
-        worker: Worker = await request(self._writer, lambda reply: Heartbeat(worker_id, reply))
+        worker: Worker = await self._write(lambda reply: Heartbeat(worker_id, reply))
         return worker
 
     async def set_worker_status(self, worker_id: int, status: WorkerStatus) -> Worker:
-        worker: Worker = await request(
-            self._writer, lambda reply: SetWorkerStatus(worker_id, status, reply)
-        )
+        worker: Worker = await self._write(lambda reply: SetWorkerStatus(worker_id, status, reply))
         return worker

@@ -298,7 +298,7 @@ async def _start_http(
     config.accesslog = None
     config.loglevel = "WARNING"
     config.graceful_timeout = 1.0
-    app = create_app(queue, monitor)
+    app = create_app(queue, monitor, settings)
     bound: list[str] = await actors.start(
         functools.partial(serve, app, config, shutdown_trigger=stopping.wait)
     )

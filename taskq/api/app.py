@@ -13,9 +13,10 @@ from quart import Blueprint, Quart
 from quart_schema import QuartSchema, validate_querystring, validate_request
 from quart_trio import QuartTrio
 
-from taskq.api import dashboard, errors, ops
+from taskq.api import auth, dashboard, errors, ops
 from taskq.api.errors import parse_id
-from taskq.api.openapi import Provider, responds
+from taskq.api.limits import check_depth
+from taskq.api.openapi import BEARER, Provider, responds
 from taskq.api.schemas import (
     TaskBatchCreate,
     TaskBatchOut,
@@ -31,6 +32,7 @@ from taskq.api.schemas import (
     task_json,
     worker_json,
 )
+from taskq.config import LIST_LIMIT_MAX, TASK_NAME_MAX_LENGTH, Settings
 from taskq.models import Priority, TaskChanges, WorkerStatus
 from taskq.monitor import Monitor
 from taskq.queue import DEFAULT, Queue
@@ -38,32 +40,60 @@ from taskq.queue import DEFAULT, Queue
 Response = tuple[Any, int]
 
 
-def create_app(queue: Queue, monitor: Monitor | None = None) -> Quart:
-    """The app over ``queue``; ``monitor`` (the running system's) feeds the operator routes."""
+def create_app(
+    queue: Queue, monitor: Monitor | None = None, settings: Settings | None = None
+) -> Quart:
+    """The app over ``queue``; ``monitor`` (the running system's) feeds the operator routes.
+
+    ``settings`` gives the limits and the API tokens. The app's commands are
+    refused (503) rather than queued once ``settings.http_backlog`` wait for the
+    writer: memory stays bounded however many requests arrive.
+    """
     monitor = monitor or Monitor()
+    settings = settings or Settings()
+    queue = queue.bounded(settings.http_backlog)
     app = QuartTrio("taskq", static_folder=None)
+    app.config["MAX_CONTENT_LENGTH"] = settings.max_body_bytes
     QuartSchema(
         app,
         openapi_path="/openapi.json",
         swagger_ui_path=None,
         redoc_ui_path=None,
         scalar_ui_path=None,
-        info={"title": "taskq", "version": metadata.version("taskq")},
+        info={
+            "title": "taskq",
+            "version": metadata.version("taskq"),
+            "description": _limits(settings),
+        },
         openapi_provider_class=Provider,
+        security_schemes=BEARER,
+        security=[{"bearer": []}] if settings.api_tokens else None,
     )
     # Fields in the order the API document lists them; after QuartSchema, which
     # installs its own JSON provider.
     app.json.sort_keys = False  # type: ignore[attr-defined]
-    app.register_blueprint(_tasks(queue))
+    app.register_blueprint(_tasks(queue, settings.payload_depth_max))
     app.register_blueprint(_workers(queue))
     app.register_blueprint(ops.blueprint(queue, monitor))
     app.register_blueprint(dashboard.blueprint())
     ops.time_requests(app, monitor.metrics)
+    auth.install(app, settings.api_tokens)
     errors.register(app)
     return app
 
 
-def _tasks(queue: Queue) -> Blueprint:
+def _limits(settings: Settings) -> str:
+    return (
+        f"Limits: a request body of at most {settings.max_body_bytes} bytes (413 above); "
+        f"a payload nested at most {settings.payload_depth_max} levels and a name of at most "
+        f"{TASK_NAME_MAX_LENGTH} characters (422); a page of at most {LIST_LIMIT_MAX} tasks "
+        f"(422). When {settings.http_backlog} requests already wait for the database, "
+        "further ones get 503 with Retry-After. When API tokens are configured, every "
+        "route but /healthz and /readyz needs `Authorization: Bearer <token>` (401 otherwise)."
+    )
+
+
+def _tasks(queue: Queue, depth_max: int) -> Blueprint:
     tasks = Blueprint("tasks", __name__, url_prefix="/api/tasks")
 
     @tasks.post("/", strict_slashes=False)
@@ -71,6 +101,7 @@ def _tasks(queue: Queue) -> Blueprint:
     @responds(201, TaskOut, errors=(400, 422, 503))
     async def create_task(data: TaskCreate) -> Response:
         """Create a task; 201 once it is on disk."""
+        check_depth(data.payload, depth_max)
         task = await queue.submit(data.name, data.payload, **_options(data))
         return task_json(task), 201
 
@@ -79,6 +110,8 @@ def _tasks(queue: Queue) -> Blueprint:
     @responds(201, TaskBatchOut, errors=(400, 422, 503))
     async def create_tasks(data: TaskBatchCreate) -> Response:
         """Create up to 1000 tasks in one transaction; 201 once all are on disk."""
+        for index, item in enumerate(data.tasks):
+            check_depth(item.payload, depth_max, f"tasks[{index}].payload")
         news = [queue.new_task(item.name, item.payload, **_options(item)) for item in data.tasks]
         created = await queue.submit_many(news)
         return {"tasks": [task_json(task) for task in created]}, 201
@@ -109,6 +142,7 @@ def _tasks(queue: Queue) -> Blueprint:
     @responds(200, TaskOut, errors=(400, 404, 409, 422, 503))
     async def update_task(task_id: str, data: TaskUpdate) -> Response:
         """Change the fields given; refused while the task runs."""
+        check_depth(data.payload, depth_max)
         changes = TaskChanges(
             fields=frozenset(data.model_fields_set),
             name=data.name,

@@ -6,11 +6,12 @@ import logging
 from typing import Any
 
 from pydantic import ValidationError
-from quart import Quart, request
+from quart import Quart, current_app, request
 from quart_schema import RequestSchemaValidationError
 from werkzeug.exceptions import HTTPException
 
-from taskq.errors import Conflict, NotFound, TaskqError, Unavailable
+from taskq.config import RETRY_AFTER_SECONDS
+from taskq.errors import Conflict, NotFound, Overloaded, TaskqError, Unavailable
 
 log = logging.getLogger(__name__)
 
@@ -18,6 +19,7 @@ log = logging.getLogger(__name__)
 MAX_ID = 2**63 - 1
 
 Response = tuple[dict[str, Any], int]
+ResponseWithHeaders = tuple[dict[str, Any], int, dict[str, str]]
 
 
 class InvalidInput(Exception):
@@ -65,7 +67,9 @@ def register(app: Quart) -> None:
         return {"detail": error.detail}, 422
 
     @app.errorhandler(TaskqError)
-    async def refused(error: TaskqError) -> Response:
+    async def refused(error: TaskqError) -> Response | ResponseWithHeaders:
+        if isinstance(error, Overloaded):
+            return {"detail": error.detail}, 503, {"Retry-After": str(RETRY_AFTER_SECONDS)}
         return {"detail": error.detail}, _status_of(error)
 
     @app.errorhandler(HTTPException)
@@ -73,6 +77,9 @@ def register(app: Quart) -> None:
         code = error.code or 500
         if code == 400:
             return {"detail": "the request body is not valid JSON"}, 400
+        if code == 413:
+            limit = current_app.config["MAX_CONTENT_LENGTH"]
+            return {"detail": f"the request body is larger than {limit} bytes"}, 413
         return {"detail": error.description or error.name}, code
 
     @app.errorhandler(UnicodeDecodeError)

@@ -3,7 +3,9 @@
 quart-schema documents JSON bodies from pydantic models. ``responds`` adds
 the rest: the error statuses a route really answers (each ``{"detail": ...}``),
 bodies that are not JSON (``text/event-stream``, Prometheus text, HTML) and
-empty ones (204). Path ids are documented as the integers they must be.
+empty ones (204). Path ids are documented as the integers they must be. Every
+route taking a body may answer 413; when API tokens are configured, every route
+but the probes may answer 401 and the document says which need the token.
 """
 
 from __future__ import annotations
@@ -18,6 +20,11 @@ from werkzeug.routing.converters import BaseConverter
 
 from taskq.api.schemas import ErrorOut
 
+# The bearer scheme as quart-schema's ``security_schemes`` takes it.
+BEARER: dict[str, Any] = {"bearer": {"type": "http", "scheme": "bearer"}}
+# Routes that answer without a token.
+OPEN_PATHS = frozenset({"/healthz", "/readyz", "/login"})
+
 F = TypeVar("F", bound=Callable[..., Any])
 
 _RAW = "_taskq_raw_responses"
@@ -25,8 +32,10 @@ _RAW = "_taskq_raw_responses"
 # What each error status means, wherever it is documented.
 ERRORS = {
     400: "The body is not valid JSON",
+    401: "An API token is required and none, or a wrong one, was sent",
     404: "No such task or worker (or, for pause and resume, not in a state that allows it)",
     409: "The task's state does not allow this",
+    413: "The request body is larger than the configured limit",
     422: "A field, query parameter or path id is invalid",
     503: "taskq is stopping or could not complete the request; try again",
 }
@@ -63,9 +72,18 @@ class Provider(OpenAPIProvider):
     def build_paths(self, rule: Rule) -> tuple[dict[str, Any], dict[str, Any]]:
         paths, components = super().build_paths(rule)
         route = self._app.view_functions[rule.endpoint]
+        secured = self._extension.security is not None
         for operations in paths.values():
             for operation in operations.values():
-                operation["responses"] = _described(operation["responses"], route)
+                extra = {413} if "requestBody" in operation else set()
+                if secured and rule.rule in OPEN_PATHS:
+                    operation["security"] = []
+                elif secured:
+                    extra.add(401)
+                responses = operation["responses"]
+                for code in sorted(extra):
+                    responses = {**responses, str(code): _error_response()}
+                operation["responses"] = _described(responses, route)
         return paths, components
 
     def build_path_parameter(self, name: str, converter: BaseConverter) -> dict[str, Any]:
@@ -89,3 +107,10 @@ def _described(responses: dict[Any, Any], route: Callable[..., Any]) -> dict[Any
             response["content"] = {media_type: {"schema": {"type": "string"}}}
         described[status] = response
     return described
+
+
+def _error_response() -> dict[str, Any]:
+    return {
+        "description": "",
+        "content": {"application/json": {"schema": ErrorOut.model_json_schema()}},
+    }
