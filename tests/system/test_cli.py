@@ -36,6 +36,9 @@ BUILTIN_HANDLERS = ["taskq.echo", "taskq.fail", "taskq.sleep"]
 TEST_HANDLERS = ["tests.gated", "tests.record"]
 QUICK_EXIT_SECONDS = 20.0
 
+TOKEN_A = "a" * config.API_TOKEN_MIN_LENGTH
+TOKEN_B = "b-0123456789abcdef"
+
 ENVIRONMENT = [
     ("TASKQ_HOST", "0.0.0.0", "host", "0.0.0.0"),
     ("TASKQ_PORT", "9123", "port", 9123),
@@ -47,6 +50,10 @@ ENVIRONMENT = [
     ("TASKQ_NODE", "web-1", "node", "web-1"),
     ("TASKQ_DEAD_AFTER", "12", "dead_after_seconds", 12.0),
     ("TASKQ_NO_MIGRATE", "1", "migrate", False),
+    ("TASKQ_MAX_BODY_BYTES", "2048", "max_body_bytes", 2048),
+    ("TASKQ_PAYLOAD_DEPTH_MAX", "8", "payload_depth_max", 8),
+    ("TASKQ_HTTP_BACKLOG", "100", "http_backlog", 100),
+    ("TASKQ_API_TOKEN", f"{TOKEN_A}, {TOKEN_B}", "api_tokens", (TOKEN_A, TOKEN_B)),
 ]
 
 COMMAND_LINE = [
@@ -60,6 +67,10 @@ COMMAND_LINE = [
     (["--node", "web-2"], "node", "web-2"),
     (["--dead-after", "8"], "dead_after_seconds", 8.0),
     (["--no-migrate"], "migrate", False),
+    (["--max-body-bytes", "4096"], "max_body_bytes", 4096),
+    (["--payload-depth-max", "3"], "payload_depth_max", 3),
+    (["--http-backlog", "1"], "http_backlog", 1),
+    (["--api-token", TOKEN_B, "--api-token", TOKEN_A], "api_tokens", (TOKEN_B, TOKEN_A)),
 ]
 
 BAD_VALUES = [
@@ -73,6 +84,9 @@ BAD_VALUES = [
     ("--log-level", "loud", "TASKQ_LOG_LEVEL", "must be one of DEBUG, INFO, WARNING, ERROR"),
     ("--dead-after", "0", "TASKQ_DEAD_AFTER", "must be more than 0 seconds"),
     ("--node", " ", "TASKQ_NODE", "must be 1 to 255 characters"),
+    ("--max-body-bytes", "0", "TASKQ_MAX_BODY_BYTES", "must be 1 or more"),
+    ("--payload-depth-max", "deep", "TASKQ_PAYLOAD_DEPTH_MAX", "must be an integer"),
+    ("--http-backlog", "5000", "TASKQ_HTTP_BACKLOG", "must be 1 to 4096"),
 ]
 
 
