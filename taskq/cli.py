@@ -25,7 +25,7 @@ import trio
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import ArgumentError, SQLAlchemyError
 
-from taskq import client_cli, config, system
+from taskq import arguments, client_cli, config, system
 from taskq.config import Settings
 from taskq.registry import registry
 from taskq.store.engine import migrate as apply_migrations
@@ -33,116 +33,8 @@ from taskq.store.engine import open_engine
 
 log = logging.getLogger("taskq")
 
-LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR")
 # The exit status after a second signal cut the graceful shutdown short.
 EXIT_FORCED = 130
-
-
-def _integer(text: str) -> int:
-    try:
-        return int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"must be an integer, got {text!r}") from None
-
-
-def _count(text: str) -> int:
-    value = _integer(text)
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"must be 0 or more, got {value}")
-    return value
-
-
-def _port(text: str) -> int:
-    value = _integer(text)
-    if not 0 <= value <= 65535:
-        raise argparse.ArgumentTypeError(f"must be a port number (0-65535), got {value}")
-    return value
-
-
-def _seconds(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"must be a number of seconds, got {text!r}") from None
-    if not value >= 0:
-        raise argparse.ArgumentTypeError(f"must be 0 or more seconds, got {text}")
-    return value
-
-
-def _attempts(text: str) -> int:
-    value = _integer(text)
-    if not 1 <= value <= config.MAX_ATTEMPTS_LIMIT:
-        raise argparse.ArgumentTypeError(f"must be 1 to {config.MAX_ATTEMPTS_LIMIT}, got {value}")
-    return value
-
-
-def _timeout(text: str) -> float | None:
-    """A task's default time limit; "none" (or empty) for no limit."""
-    if text.strip().lower() in ("", "none"):
-        return None
-    value = _seconds(text)
-    if not 0 < value <= config.TIMEOUT_MAX_SECONDS:
-        raise argparse.ArgumentTypeError(
-            f"must be more than 0 and at most {config.TIMEOUT_MAX_SECONDS:g} seconds, got {text}"
-        )
-    return value
-
-
-def _node(text: str) -> str:
-    value = text.strip()
-    if not 0 < len(value) <= config.NODE_NAME_MAX_LENGTH:
-        raise argparse.ArgumentTypeError(
-            f"must be 1 to {config.NODE_NAME_MAX_LENGTH} characters, got {text!r}"
-        )
-    return value
-
-
-def _positive_seconds(text: str) -> float:
-    value = _seconds(text)
-    if value == 0:
-        raise argparse.ArgumentTypeError(f"must be more than 0 seconds, got {text}")
-    return value
-
-
-def _positive(text: str) -> int:
-    value = _integer(text)
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be 1 or more, got {value}")
-    return value
-
-
-def _backlog(text: str) -> int:
-    value = _integer(text)
-    if not 1 <= value <= config.WRITER_INBOX_SIZE:
-        raise argparse.ArgumentTypeError(f"must be 1 to {config.WRITER_INBOX_SIZE}, got {value}")
-    return value
-
-
-def _token(text: str) -> str:
-    try:
-        config.check_token(text)
-    except ValueError as exc:
-        raise argparse.ArgumentTypeError(str(exc)) from None
-    return text
-
-
-def _flag(text: str) -> bool:
-    """An environment switch: 1/true/yes/on set it, 0/false/no/off or empty leave it off."""
-    value = text.strip().lower()
-    if value in ("1", "true", "yes", "on"):
-        return True
-    if value in ("", "0", "false", "no", "off"):
-        return False
-    raise argparse.ArgumentTypeError(f"must be 1 or 0, got {text!r}")
-
-
-def _log_level(text: str) -> str:
-    # A type rather than ``choices``: argparse checks choices on the command line
-    # only, but runs the type on string defaults too, so TASKQ_LOG_LEVEL is checked.
-    value = text.upper()
-    if value not in LOG_LEVELS:
-        raise argparse.ArgumentTypeError(f"must be one of {', '.join(LOG_LEVELS)}, got {text!r}")
-    return value
 
 
 def build_parser(environ: Mapping[str, str]) -> argparse.ArgumentParser:
@@ -159,60 +51,68 @@ def build_parser(environ: Mapping[str, str]) -> argparse.ArgumentParser:
 
     option("--host", "TASKQ_HOST", config.DEFAULT_HOST, "address to listen on")
     option(
-        "--port", "TASKQ_PORT", config.DEFAULT_PORT, "port to listen on; 0 picks one", type=_port
+        "--port",
+        "TASKQ_PORT",
+        config.DEFAULT_PORT,
+        "port to listen on; 0 picks one",
+        type=arguments.port,
     )
     option("--db", "TASKQ_DB", config.DEFAULT_DB_URL, "SQLAlchemy database URL")
     option(
-        "--workers", "TASKQ_WORKERS", config.DEFAULT_WORKERS, "workers started at boot", type=_count
+        "--workers",
+        "TASKQ_WORKERS",
+        config.DEFAULT_WORKERS,
+        "workers started at boot",
+        type=arguments.count,
     )
     option(
         "--grace",
         "TASKQ_GRACE",
         config.DEFAULT_GRACE_SECONDS,
         "seconds running tasks get to finish at shutdown",
-        type=_seconds,
+        type=arguments.seconds,
     )
     option(
         "--max-attempts",
         "TASKQ_MAX_ATTEMPTS",
         config.DEFAULT_MAX_ATTEMPTS,
         "executions a task gets before it fails, unless its handler or body says otherwise",
-        type=_attempts,
+        type=arguments.attempts,
     )
     option(
         "--task-timeout",
         "TASKQ_TASK_TIMEOUT",
         "none",
         "seconds an execution may run before it is stopped as a failure; none for no limit",
-        type=_timeout,
+        type=arguments.timeout,
     )
     option(
         "--retry-backoff",
         "TASKQ_RETRY_BACKOFF",
         config.DEFAULT_RETRY_BACKOFF_SECONDS,
         "base of the retry backoff: retry n waits min(max, base * 2**(n-1)) * uniform(0.5, 1)",
-        type=_seconds,
+        type=arguments.seconds,
     )
     option(
         "--retry-backoff-max",
         "TASKQ_RETRY_BACKOFF_MAX",
         config.DEFAULT_RETRY_BACKOFF_MAX_SECONDS,
         "cap of the retry backoff, in seconds",
-        type=_seconds,
+        type=arguments.seconds,
     )
     option(
         "--checkpoint-grace",
         "TASKQ_CHECKPOINT_GRACE",
         config.CHECKPOINT_GRACE_SECONDS,
         "seconds a paused handler that checkpoints gets to reach its next checkpoint",
-        type=_seconds,
+        type=arguments.seconds,
     )
     option(
         "--log-level",
         "TASKQ_LOG_LEVEL",
         config.DEFAULT_LOG_LEVEL,
-        f"logging level: {', '.join(LOG_LEVELS)}",
-        type=_log_level,
+        f"logging level: {', '.join(arguments.LOG_LEVELS)}",
+        type=arguments.log_level,
         metavar="LEVEL",
     )
     option(
@@ -221,7 +121,7 @@ def build_parser(environ: Mapping[str, str]) -> argparse.ArgumentParser:
         config.default_node(),
         "this process's name in a cluster; unique per process sharing a database "
         "(default: the host name)",
-        type=_node,
+        type=arguments.node,
     )
     option(
         "--dead-after",
@@ -229,34 +129,34 @@ def build_parser(environ: Mapping[str, str]) -> argparse.ArgumentParser:
         config.DEFAULT_DEAD_AFTER_SECONDS,
         "seconds without a heartbeat after which another node's workers count as dead "
         "and their tasks are re-queued",
-        type=_positive_seconds,
+        type=arguments.positive_seconds,
     )
     option(
         "--max-body-bytes",
         "TASKQ_MAX_BODY_BYTES",
         config.DEFAULT_MAX_BODY_BYTES,
         "largest request body accepted, in bytes; larger ones get 413",
-        type=_positive,
+        type=arguments.positive,
     )
     option(
         "--payload-depth-max",
         "TASKQ_PAYLOAD_DEPTH_MAX",
         config.DEFAULT_PAYLOAD_DEPTH_MAX,
         "levels of objects and arrays a task's payload may nest; deeper ones get 422",
-        type=_positive,
+        type=arguments.positive,
     )
     option(
         "--http-backlog",
         "TASKQ_HTTP_BACKLOG",
         config.DEFAULT_HTTP_BACKLOG,
         "requests that may wait for the database writer; more get 503 with Retry-After",
-        type=_backlog,
+        type=arguments.backlog,
     )
     parser.add_argument(
         "--api-token",
         action="append",
         default=None,
-        type=_token,
+        type=arguments.token,
         metavar="TOKEN",
         help="require this token (Authorization: Bearer TOKEN) on every route but /healthz "
         "and /readyz; repeatable (env TASKQ_API_TOKEN, comma-separated; the environment "
@@ -289,7 +189,7 @@ def parse_settings(argv: Sequence[str], environ: Mapping[str, str]) -> Settings:
     parser = build_parser(environ)
     args = parser.parse_args(argv)
     try:
-        no_migrate = args.no_migrate or _flag(args.env_no_migrate)
+        no_migrate = args.no_migrate or arguments.flag(args.env_no_migrate)
     except argparse.ArgumentTypeError as exc:
         parser.error(f"TASKQ_NO_MIGRATE {exc}")
     modules = args.tasks if args.tasks is not None else args.env_tasks.split(",")
