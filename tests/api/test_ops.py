@@ -249,10 +249,10 @@ async def test_openapi_documents_the_errors_routes_answer(client: Client) -> Non
     paths = (await read(await client.get("/openapi.json"), 200))["paths"]
     expected = {
         ("/api/tasks/{task_id}", "get"): {"200", "404", "422", "503"},
-        ("/api/tasks/{task_id}", "put"): {"200", "400", "404", "409", "422", "503"},
+        ("/api/tasks/{task_id}", "put"): {"200", "400", "404", "409", "413", "422", "503"},
         ("/api/tasks/{task_id}", "delete"): {"204", "404", "422", "503"},
-        ("/api/tasks/", "post"): {"201", "400", "422", "503"},
-        ("/api/workers/{worker_id}/status", "patch"): {"200", "400", "404", "422", "503"},
+        ("/api/tasks/", "post"): {"201", "400", "413", "422", "503"},
+        ("/api/workers/{worker_id}/status", "patch"): {"200", "400", "404", "413", "422", "503"},
         ("/readyz", "get"): {"200", "503"},
     }
     for (path, method), statuses in expected.items():

@@ -26,10 +26,9 @@ pytestmark = pytest.mark.skipif(CHROMIUM is None, reason="no chromium executable
 
 
 @pytest.fixture
-def page(launch: Launcher) -> Iterator[tuple[Taskq, object]]:
+def chromium() -> Iterator[object]:
     from playwright.sync_api import sync_playwright
 
-    server = launch("--workers", "2")
     # Importing taskq installs trio-asyncio's event loop policy; Playwright's sync API
     # needs a plain asyncio loop of its own.
     taskq_policy = asyncio.get_event_loop_policy()
@@ -38,13 +37,25 @@ def page(launch: Launcher) -> Iterator[tuple[Taskq, object]]:
         with sync_playwright() as playwright:
             browser = playwright.chromium.launch(executable_path=CHROMIUM, args=["--no-sandbox"])
             try:
-                opened = browser.new_page(viewport={"width": 1280, "height": 1000})
-                opened.set_default_timeout(PAGE_WAIT_MS)
-                yield server, opened
+                yield browser
             finally:
                 browser.close()
     finally:
         asyncio.set_event_loop_policy(taskq_policy)
+
+
+def open_page(browser: object) -> object:
+    from playwright.sync_api import Browser
+
+    assert isinstance(browser, Browser)
+    opened = browser.new_page(viewport={"width": 1280, "height": 1000})
+    opened.set_default_timeout(PAGE_WAIT_MS)
+    return opened
+
+
+@pytest.fixture
+def page(launch: Launcher, chromium: object) -> tuple[Taskq, object]:
+    return launch("--workers", "2"), open_page(chromium)
 
 
 def test_the_dashboard_follows_tasks_live_and_acts_on_them(
@@ -87,3 +98,32 @@ def test_the_dashboard_follows_tasks_live_and_acts_on_them(
     view.goto(server.url + "/docs")
     expect(view.locator("#operations")).to_contain_text("PATCH /api/tasks/{task_id}/pause")
     expect(view.locator("#operations")).to_contain_text("GET /api/events")
+
+
+def test_with_a_token_the_dashboard_asks_for_it_once_and_stays_live(
+    launch: Launcher, chromium: object
+) -> None:
+    from playwright.sync_api import Page, expect
+
+    token = "dashboard-token-0123456789"
+    server = launch("--workers", "1", env={"TASKQ_API_TOKEN": token})
+    view = open_page(chromium)
+    assert isinstance(view, Page)
+    view.goto(server.url + "/")
+    expect(view).to_have_url(server.url + "/login")
+    view.fill("#token", "not-the-token-0123456789")
+    view.click("button[type=submit]")
+    expect(view.locator("#failed")).to_be_visible()
+    view.fill("#token", token)
+    view.click("button[type=submit]")
+    expect(view).to_have_url(server.url + "/")
+    # The page's fetches and its EventSource carry the cookie: live updates arrive.
+    expect(view.locator("#live")).to_have_text("live")
+    task = server.client.post(
+        "/api/tasks/",
+        json={"name": "taskq.echo", "payload": {}},
+        headers={"Authorization": f"Bearer {token}"},
+    ).json()
+    expect(view.locator(f'#tasks tr[data-id="{task["id"]}"]')).to_have_attribute(
+        "data-status", "completed"
+    )

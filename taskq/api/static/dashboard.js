@@ -28,6 +28,8 @@ function ago(text) {
 
 async function api(method, path) {
   const response = await fetch(path, { method, headers: { Accept: "application/json" } });
+  // The token's cookie is gone or no longer valid: ask for the token again.
+  if (response.status === 401) window.location.assign("/login");
   if (response.status === 204) return null;
   const body = await response.json().catch(() => ({ detail: response.statusText }));
   if (!response.ok) throw new Error(body.detail || response.statusText);
