@@ -113,8 +113,6 @@ def flag(text: str) -> bool:
 
 
 def log_level(text: str) -> str:
-    # A type rather than ``choices``: argparse checks choices on the command line
-    # only, but runs the type on string defaults too, so TASKQ_LOG_LEVEL is checked.
     value = text.upper()
     if value not in LOG_LEVELS:
         raise argparse.ArgumentTypeError(f"must be one of {', '.join(LOG_LEVELS)}, got {text!r}")
