@@ -20,8 +20,7 @@ from taskq.messages import Event
 from taskq.models import SOURCES, Action, TaskStatus, WorkerStatus
 from taskq.store import notices
 from taskq.store.schema import tasks, workers
-
-WORKER_NOT_FOUND = "Worker not found"
+from taskq.store.workers import WORKER_NOT_FOUND
 
 _NOTIFY = text(
     "SELECT pg_notify(:channel, payload) FROM unnest(CAST(:payloads AS text[])) AS payload"
