@@ -67,7 +67,7 @@ def database_utcnow(connection: Connection, seconds_ago: float = 0.0) -> ColumnE
     if connection.dialect.name == "postgresql":
         now = literal_column("timezone('utc', now())", DateTime)
         return now - timedelta(seconds=seconds_ago) if seconds_ago else now
-    return func.strftime(_SQLITE_UTC_FORMAT, "now", f"-{seconds_ago} seconds", type_=DateTime)
+    return func.strftime(_SQLITE_UTC_FORMAT, "now", f"-{seconds_ago:.6f} seconds", type_=DateTime)
 
 
 class WorkerOps:
