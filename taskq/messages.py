@@ -217,9 +217,9 @@ class RequeueNode:
 
 @dataclass(frozen=True, slots=True)
 class ReapDeadWorkers:
-    """Take offline the other nodes' workers silent since ``cutoff``; re-queue their tasks."""
+    """Reap the other nodes' workers silent for ``dead_after_seconds`` (database clock)."""
 
-    cutoff: datetime
+    dead_after_seconds: float
     reply: Reply | None
 
 

@@ -244,8 +244,8 @@ def _apply(tx: Tx, command: WriterCommand, now: datetime) -> tuple[Any, list[Eve
         case RequeueNode():
             requeued = tx.requeue_node(now)
             return requeued, [TasksReady()] if requeued else []
-        case ReapDeadWorkers(cutoff=cutoff):
-            dead, requeued = tx.reap_dead(cutoff, now)
+        case ReapDeadWorkers(dead_after_seconds=dead_after_seconds):
+            dead, requeued = tx.reap_dead(dead_after_seconds, now)
             return dead, [TasksReady()] if requeued else []
         case WorkerHeartbeat(worker_id=worker_id, holding=holding):
             stale_before = now - timedelta(seconds=command.min_age_seconds)

@@ -12,7 +12,7 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from datetime import datetime
 
-from sqlalchemy import ColumnElement, case, select, text, update
+from sqlalchemy import ColumnElement, select, text, update
 from sqlalchemy.engine import Connection
 
 from taskq.errors import NotFound
@@ -20,8 +20,7 @@ from taskq.messages import Event
 from taskq.models import SOURCES, Action, TaskStatus, WorkerStatus
 from taskq.store import notices
 from taskq.store.schema import tasks, workers
-
-WORKER_NOT_FOUND = "Worker not found"
+from taskq.store.workers import BACK_ONLINE, TAKE_OFFLINE, WORKER_NOT_FOUND, database_utcnow
 
 _NOTIFY = text(
     "SELECT pg_notify(:channel, payload) FROM unnest(CAST(:payloads AS text[])) AS payload"
@@ -37,13 +36,15 @@ class NodeOps:
         mine = select(workers.c.id).where(workers.c.node == self.node)
         return self._requeue(now, tasks.c.worker_id.in_(mine.scalar_subquery()))
 
-    def reap_dead(self, cutoff: datetime, now: datetime) -> tuple[list[int], int]:
-        """Mark offline the workers of other nodes silent since ``cutoff``; re-queue their tasks.
+    def reap_dead(self, dead_after_seconds: float, now: datetime) -> tuple[list[int], int]:
+        """Reap other nodes' workers silent for ``dead_after_seconds``; re-queue their tasks.
 
-        Safe with several reapers at once: a worker row goes offline in exactly
-        one transaction (the others find it offline already once its lock is
-        free), and only that transaction re-queues its tasks. This node's own
-        workers are never reaped: this node is alive to run the reaper.
+        Silence is measured on the database's clock, as heartbeats are stamped,
+        so the reaping node's own clock plays no part. Safe with several
+        reapers at once: a worker row goes offline in exactly one transaction
+        (the others find it offline already once its lock is free), and only
+        that transaction re-queues its tasks. This node's own workers are never
+        reaped: this node is alive to run the reaper.
         """
         dead = list(
             self.connection.execute(
@@ -51,9 +52,9 @@ class NodeOps:
                 .where(
                     workers.c.node.is_distinct_from(self.node),
                     workers.c.status != WorkerStatus.OFFLINE,
-                    workers.c.last_heartbeat < cutoff,
+                    workers.c.last_heartbeat < database_utcnow(self.connection, dead_after_seconds),
                 )
-                .values(status=WorkerStatus.OFFLINE, updated_at=now)
+                .values(**TAKE_OFFLINE, updated_at=now)
                 .returning(workers.c.id)
             ).scalars()
         )
@@ -76,20 +77,16 @@ class NodeOps:
         the database says this worker runs but the worker does not hold (its
         outcome was lost with a dropped connection) goes back to the queue once
         it is older than ``stale_before``, so that a claim still on its way to
-        the worker is not mistaken for one; how many did is answered too. A
-        worker reaped while its node was cut off comes back active.
+        the worker is not mistaken for one; how many did is answered too (this
+        node's clock both stamped the claim and gives ``stale_before``). The
+        heartbeat itself is stamped by the database's clock, as the reaper
+        reads it. A worker reaped while its node was cut off comes back with
+        the status it had before.
         """
         alive = self.connection.execute(
             update(workers)
             .where(workers.c.id == worker_id)
-            .values(
-                last_heartbeat=now,
-                updated_at=now,
-                status=case(
-                    (workers.c.status == WorkerStatus.OFFLINE, WorkerStatus.ACTIVE.value),
-                    else_=workers.c.status,
-                ),
-            )
+            .values(**BACK_ONLINE, last_heartbeat=database_utcnow(self.connection), updated_at=now)
             .returning(workers.c.id)
         ).one_or_none()
         if alive is None:

@@ -72,6 +72,10 @@ workers = Table(
     Column("id", _id_type, primary_key=True, autoincrement=True),
     Column("name", String(255), nullable=False),
     Column("status", String(16), nullable=False),
+    # What an offline worker returns to when it is back (an operator's inactive
+    # stays inactive); NULL unless offline.
+    Column("status_before_offline", String(16), nullable=True),
+    # Written by the database's clock, so nodes' clocks never compare (workers.py).
     Column("last_heartbeat", DateTime, nullable=True),
     Column("created_at", DateTime, nullable=False),
     Column("updated_at", DateTime, nullable=False),

@@ -21,7 +21,6 @@ from sqlalchemy import (
     bindparam,
     delete,
     func,
-    insert,
     select,
     update,
 )
@@ -38,15 +37,14 @@ from taskq.models import (
     TaskChanges,
     TaskCounts,
     TaskStatus,
-    Worker,
-    WorkerStatus,
     allowed,
     waiting_status,
 )
 from taskq.store import hot
-from taskq.store.cluster import WORKER_NOT_FOUND, NodeOps
+from taskq.store.cluster import NodeOps
 from taskq.store.engine import migrate, open_engine
-from taskq.store.schema import tasks, workers
+from taskq.store.schema import tasks
+from taskq.store.workers import WorkerOps
 
 TASK_NOT_FOUND = "Task not found"
 CANNOT_PAUSE = (
@@ -129,7 +127,7 @@ class Store:
         self.engine.dispose()
 
 
-class Tx(NodeOps):
+class Tx(NodeOps, WorkerOps):
     """The operations of one transaction; ``now`` is passed in so a batch shares one clock.
 
     ``node`` is the process the transaction speaks for: the workers it creates,
@@ -378,85 +376,6 @@ class Tx(NodeOps):
         ).one()
         return _task(row)
 
-    # --- workers ---
-
-    def create_worker(self, name: str, now: datetime, boot_slot: int | None = None) -> Worker:
-        row = self.connection.execute(
-            insert(workers)
-            .values(
-                name=name,
-                status=WorkerStatus.ACTIVE,
-                last_heartbeat=now,
-                created_at=now,
-                updated_at=now,
-                boot_slot=boot_slot,
-                node=self.node,
-            )
-            .returning(*workers.c)
-        ).one()
-        return _worker(row)
-
-    def get_worker(self, worker_id: int) -> Worker:
-        row = self.connection.execute(
-            select(workers).where(workers.c.id == worker_id)
-        ).one_or_none()
-        if row is None:
-            raise NotFound(WORKER_NOT_FOUND)
-        return _worker(row)
-
-    def list_workers(self) -> list[Worker]:
-        return [_worker(row) for row in self.connection.execute(select(workers).order_by("id"))]
-
-    def heartbeat(self, worker_id: int, now: datetime) -> Worker:
-        return self._set_worker(worker_id, last_heartbeat=now, updated_at=now)
-
-    def set_worker_status(self, worker_id: int, status: WorkerStatus, now: datetime) -> Worker:
-        return self._set_worker(worker_id, status=status, updated_at=now)
-
-    def restore_workers(self, boot_workers: int, now: datetime) -> list[Worker]:
-        """Reuse the rows of earlier runs so restarts do not pile up workers.
-
-        Boot slots 1..``boot_workers`` of this node are taken up again (an
-        offline one comes back active, an inactive one stays inactive), slots
-        beyond go offline, and workers created over the API on this node are
-        restored as they were. Rows from before nodes existed become this node's.
-        """
-        self.connection.execute(
-            update(workers).where(workers.c.node.is_(None)).values(node=self.node)
-        )
-        mine = workers.c.node == self.node
-        by_slot = {
-            row.boot_slot: row
-            for row in self.connection.execute(
-                select(workers).where(mine, workers.c.boot_slot.is_not(None))
-            )
-        }
-        for slot in range(1, boot_workers + 1):
-            row = by_slot.get(slot)
-            if row is None:
-                self.create_worker(f"worker-{slot}", now, boot_slot=slot)
-            elif row.status == WorkerStatus.OFFLINE:
-                self._set_worker(row.id, status=WorkerStatus.ACTIVE, updated_at=now)
-        self.connection.execute(
-            update(workers)
-            .where(mine, workers.c.boot_slot > boot_workers)
-            .values(status=WorkerStatus.OFFLINE, updated_at=now)
-        )
-        rows = self.connection.execute(
-            select(workers)
-            .where(mine, workers.c.status != WorkerStatus.OFFLINE)
-            .order_by(workers.c.id)
-        )
-        return [_worker(row) for row in rows]
-
-    def _set_worker(self, worker_id: int, **values: Any) -> Worker:
-        row = self.connection.execute(
-            update(workers).where(workers.c.id == worker_id).values(**values).returning(*workers.c)
-        ).one_or_none()
-        if row is None:
-            raise NotFound(WORKER_NOT_FOUND)
-        return _worker(row)
-
 
 def _running_worker(task: Task) -> int | None:
     return task.worker_id if task.status == TaskStatus.RUNNING else None
@@ -482,15 +401,4 @@ def _task(row: Row[Any]) -> Task:
         max_attempts=row.max_attempts,
         timeout=row.timeout,
         progress=row.progress,
-    )
-
-
-def _worker(row: Row[Any]) -> Worker:
-    return Worker(
-        id=row.id,
-        name=row.name,
-        status=WorkerStatus(row.status),
-        last_heartbeat=row.last_heartbeat,
-        created_at=row.created_at,
-        updated_at=row.updated_at,
     )
