@@ -327,24 +327,30 @@ class Execution:
             error = f"no handler is registered for task name {self.task.name!r}"
             return Outcome(False, None, error, retryable=False)
         timeout = self.task.timeout
-        deadline = math.inf if timeout is None else trio.current_time() + timeout
-        with trio.CancelScope(deadline=deadline) as limit:
+        if timeout is None:
+            # No time limit, no scope for one: this runs once per task.
+            return await self._handled(registration)
+        with trio.CancelScope(deadline=trio.current_time() + timeout) as limit:
             self._limit = limit
             try:
-                result = await self._invoke(registration)
-                _json_text(result, "the handler's result")
-            except ResultNotJson as exc:
-                return Outcome(False, None, str(exc), retryable=False)
-            except (Exception, SystemExit) as exc:
-                # SystemExit too: executions run beside the actors, unsupervised, so a
-                # handler's sys.exit() must fail its task, not stop the process.
-                log.info("task %d (%s) failed: %r", self.task.id, self.task.name, exc)
-                error = f"{type(exc).__name__}: {exc}"
-                return Outcome(False, None, error, retryable=not isinstance(exc, Permanent))
+                return await self._handled(registration)
             finally:
                 self._limit = None
-            return Outcome(True, result, None)
         return Outcome(False, None, f"timed out after {timeout:g} s")
+
+    async def _handled(self, registration: Registration) -> Outcome:
+        try:
+            result = await self._invoke(registration)
+            _json_text(result, "the handler's result")
+        except ResultNotJson as exc:
+            return Outcome(False, None, str(exc), retryable=False)
+        except (Exception, SystemExit) as exc:
+            # SystemExit too: executions run beside the actors, unsupervised, so a
+            # handler's sys.exit() must fail its task, not stop the process.
+            log.info("task %d (%s) failed: %r", self.task.id, self.task.name, exc)
+            error = f"{type(exc).__name__}: {exc}"
+            return Outcome(False, None, error, retryable=not isinstance(exc, Permanent))
+        return Outcome(True, result, None)
 
     async def _invoke(self, registration: Registration) -> Any:
         payload = self.task.payload
