@@ -1,8 +1,10 @@
 """One execution of a handler: its runtime, its time limit, its outcome, its pauses.
 
-Where an execution lives: every execution runs as a Trio task in the nursery of
+Where an execution lives: an execution that may be suspended (its handler takes
+a context, so it may reach a checkpoint) runs as a Trio task in the nursery of
 ``Runtimes`` (opened once per process by the supervisor, beside the process's one
-asyncio loop and its pool of worker processes), not in a worker. A worker *holds*
+asyncio loop and its pool of worker processes), not in a worker; one that cannot
+runs in its worker's own Trio task. A worker *holds*
 an execution: it waits for its ending and reports the outcome. A pause at a
 checkpoint ends the hold but not the execution: the handler waits inside
 ``checkpoint()``, local state intact, listed in ``Runtimes.suspended`` under its
@@ -231,18 +233,18 @@ class Execution:
         self._progress_dirty = False
         self._flushing: trio.Event | None = None
 
-    @classmethod
-    def start(
-        cls,
-        runtimes: Runtimes,
-        registration: Registration | None,
-        task: Task,
-        worker_id: int,
-        writer: trio.MemorySendChannel[WriterCommand],
-    ) -> Execution:
-        execution = cls(runtimes, registration, task, worker_id, writer)
-        runtimes.nursery.start_soon(execution._run)
-        return execution
+    async def run(self) -> Ended:
+        """Run the handler; answer how the first hold ended.
+
+        A handler that takes no context cannot reach a checkpoint, so it never
+        outlives its holder: it runs right in the holder's Trio task, which saves
+        a task and a wake-up per execution. Any other runs in the runtimes' nursery.
+        """
+        if self._registration is None or not self._registration.takes_context:
+            await self._run()
+            return self._hold.ending
+        self._runtimes.nursery.start_soon(self._run)
+        return await self.ending()
 
     async def ending(self) -> Ended:
         """Wait for the end of the current hold.

@@ -150,19 +150,25 @@ async def _run_backlog(worker_id: int, state: _State, links: Links, handlers: Ha
     began, ran = trio.current_time(), 0
     try:
         while state.backlog and state.drain is None:
+            if ran:
+                # What reached the inbox meanwhile (a stop, a drain) goes first.
+                await trio.lowlevel.checkpoint()
+                if not state.backlog or state.drain is not None:
+                    break
             ran += 1
             task = state.backlog.popleft()
-            execution = handlers.runtimes.take(task.id)
-            if execution is None:
+            suspended = handlers.runtimes.take(task.id)
+            if suspended is None:
                 registration = handlers.registry.get(task.name)
-                execution = Execution.start(
+                execution = Execution(
                     handlers.runtimes, registration, task, worker_id, links.writer
                 )
             else:
+                execution = suspended
                 execution.adopt(task, worker_id)
             state.current = execution
             try:
-                ended = await execution.ending()
+                ended = await (execution.run() if suspended is None else execution.ending())
                 if isinstance(ended, Outcome):
                     # Not awaited: the worker's next claim then rides in the same commit as
                     # this outcome. No one was promised the outcome, so if it is lost in a
