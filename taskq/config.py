@@ -42,6 +42,13 @@ WRITER_BATCH_MAX = 512
 # A batch of outcomes nobody waits for is held this long for the claim that
 # usually follows, so both share one commit.
 WRITER_LINGER_SECONDS = 0.002
+# On a deep queue a claim hands each idle worker several tasks, so one commit
+# feeds several rounds of short tasks: as many as recent tasks (start to
+# outcome, as workers saw them) say fit in CLAIM_AHEAD_SECONDS, so a task waits
+# in a worker's hand about that long at most (its ``started_at`` is that early
+# at most), and never more than the maximum. Longer tasks go one per worker.
+CLAIM_AHEAD_SECONDS = 0.005
+CLAIM_TASKS_PER_WORKER_MAX = 8
 # Commands waiting for the writer; a full inbox makes the actors wait (backpressure).
 WRITER_INBOX_SIZE = 4096
 # Commands of HTTP requests the writer's inbox may hold; a request finding more

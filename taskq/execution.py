@@ -1,8 +1,10 @@
 """One execution of a handler: its runtime, its time limit, its outcome, its pauses.
 
-Where an execution lives: every execution runs as a Trio task in the nursery of
+Where an execution lives: an execution that may be suspended (its handler takes
+a context, so it may reach a checkpoint) runs as a Trio task in the nursery of
 ``Runtimes`` (opened once per process by the supervisor, beside the process's one
-asyncio loop and its pool of worker processes), not in a worker. A worker *holds*
+asyncio loop and its pool of worker processes), not in a worker; one that cannot
+runs in its worker's own Trio task. A worker *holds*
 an execution: it waits for its ending and reports the outcome. A pause at a
 checkpoint ends the hold but not the execution: the handler waits inside
 ``checkpoint()``, local state intact, listed in ``Runtimes.suspended`` under its
@@ -231,18 +233,18 @@ class Execution:
         self._progress_dirty = False
         self._flushing: trio.Event | None = None
 
-    @classmethod
-    def start(
-        cls,
-        runtimes: Runtimes,
-        registration: Registration | None,
-        task: Task,
-        worker_id: int,
-        writer: trio.MemorySendChannel[WriterCommand],
-    ) -> Execution:
-        execution = cls(runtimes, registration, task, worker_id, writer)
-        runtimes.nursery.start_soon(execution._run)
-        return execution
+    async def run(self) -> Ended:
+        """Run the handler; answer how the first hold ended.
+
+        A handler that takes no context cannot reach a checkpoint, so it never
+        outlives its holder: it runs right in the holder's Trio task, which saves
+        a task and a wake-up per execution. Any other runs in the runtimes' nursery.
+        """
+        if self._registration is None or not self._registration.takes_context:
+            await self._run()
+            return self._hold.ending
+        self._runtimes.nursery.start_soon(self._run)
+        return await self.ending()
 
     async def ending(self) -> Ended:
         """Wait for the end of the current hold.
@@ -327,24 +329,30 @@ class Execution:
             error = f"no handler is registered for task name {self.task.name!r}"
             return Outcome(False, None, error, retryable=False)
         timeout = self.task.timeout
-        deadline = math.inf if timeout is None else trio.current_time() + timeout
-        with trio.CancelScope(deadline=deadline) as limit:
+        if timeout is None:
+            # No time limit, no scope for one: this runs once per task.
+            return await self._handled(registration)
+        with trio.CancelScope(deadline=trio.current_time() + timeout) as limit:
             self._limit = limit
             try:
-                result = await self._invoke(registration)
-                _json_text(result, "the handler's result")
-            except ResultNotJson as exc:
-                return Outcome(False, None, str(exc), retryable=False)
-            except (Exception, SystemExit) as exc:
-                # SystemExit too: executions run beside the actors, unsupervised, so a
-                # handler's sys.exit() must fail its task, not stop the process.
-                log.info("task %d (%s) failed: %r", self.task.id, self.task.name, exc)
-                error = f"{type(exc).__name__}: {exc}"
-                return Outcome(False, None, error, retryable=not isinstance(exc, Permanent))
+                return await self._handled(registration)
             finally:
                 self._limit = None
-            return Outcome(True, result, None)
         return Outcome(False, None, f"timed out after {timeout:g} s")
+
+    async def _handled(self, registration: Registration) -> Outcome:
+        try:
+            result = await self._invoke(registration)
+            _json_text(result, "the handler's result")
+        except ResultNotJson as exc:
+            return Outcome(False, None, str(exc), retryable=False)
+        except (Exception, SystemExit) as exc:
+            # SystemExit too: executions run beside the actors, unsupervised, so a
+            # handler's sys.exit() must fail its task, not stop the process.
+            log.info("task %d (%s) failed: %r", self.task.id, self.task.name, exc)
+            error = f"{type(exc).__name__}: {exc}"
+            return Outcome(False, None, error, retryable=not isinstance(exc, Permanent))
+        return Outcome(True, result, None)
 
     async def _invoke(self, registration: Registration) -> Any:
         payload = self.task.payload

@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, TypeAlias, TypeVar
 
@@ -144,7 +144,8 @@ class RetryTask:
 
 @dataclass(frozen=True, slots=True)
 class ClaimTasks:
-    """Give one pending task to each of ``worker_ids``, in order, as far as they go.
+    """Give up to ``per_worker`` pending tasks to each of ``worker_ids``, dealt in
+    rounds (one each, in order, then a second each...) as far as they go.
 
     With ``wait``, a claim that finds nothing is not answered but parked: the
     writer runs it again at the end of every later batch, inside that batch's
@@ -156,6 +157,7 @@ class ClaimTasks:
     worker_ids: tuple[int, ...]
     reply: Reply | None
     wait: bool = False
+    per_worker: int = 1
 
 
 @dataclass(frozen=True, slots=True)
@@ -374,7 +376,11 @@ class WorkerJoined:
 
 @dataclass(frozen=True, slots=True)
 class WorkerIdle:
+    """``task_seconds``: how long each task of the worker's last busy spell took on
+    average, a hint for how many tasks a claim may hand a worker at once."""
+
     worker_id: int
+    task_seconds: float | None = field(default=None, compare=False)
 
 
 @dataclass(frozen=True, slots=True)
@@ -422,20 +428,13 @@ class AnnounceIdle:
 
 
 @dataclass(frozen=True, slots=True)
-class TaskDone:
-    """From the worker's own execution task back to its loop."""
-
-    task_id: int
-
-
-@dataclass(frozen=True, slots=True)
 class Drain:
     """Shutdown: answer once no task is running (new ones are not coming)."""
 
     reply: Reply | None
 
 
-WorkerMessage: TypeAlias = RunTask | StopTask | SetActive | AnnounceIdle | TaskDone | Drain
+WorkerMessage: TypeAlias = RunTask | StopTask | SetActive | AnnounceIdle | Drain
 
 
 # --- Scheduler and supervisor inboxes ---

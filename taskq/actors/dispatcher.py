@@ -2,15 +2,17 @@
 
 It keeps the directory of worker inboxes and the set of idle workers. While
 there are idle workers it keeps ONE claim for all of them at the writer (a
-single transaction hands out up to one task each, most urgent first) and
-delivers what comes back. The claim waits: when nothing is ready the writer
-parks it and runs it again inside every later batch, so a task created for an
-idle system is claimed in the same commit that stored it, with no wake-up
-event and no second round trip. A claim's own child task does the waiting;
-the actor meanwhile keeps routing. When a worker of the waiting claim may no
-longer take tasks (inactive, gone, shutdown), the claim is withdrawn and made
-again for those who still may; the writer itself leaves out of any claim the
-workers it has set inactive, so no claim already on its way can reach them.
+single transaction hands out, most urgent first, one task each and, on a deep
+queue of short tasks, several each: as many as recent durations say fit in
+``CLAIM_AHEAD_SECONDS``) and delivers what comes back. The claim waits: when
+nothing is ready the writer parks it and runs it again inside every later
+batch, so a task created for an idle system is claimed in the same commit
+that stored it, with no wake-up event and no second round trip. A claim's own
+child task does the waiting; the actor meanwhile keeps routing. When a worker
+of the waiting claim may no longer take tasks (inactive, gone, shutdown), the
+claim is withdrawn and made again for those who still may; the writer itself
+leaves out of any claim the workers it has set inactive, so no claim already
+on its way can reach them.
 
 It also routes to workers what concerns them: revocations (pause, delete) and
 status changes. A suspended execution (paused at a checkpoint) has no worker;
@@ -30,7 +32,12 @@ from collections.abc import Callable, Iterator
 import outcome
 import trio
 
-from taskq.config import RETRY_FIRST_SECONDS, RETRY_MAX_SECONDS
+from taskq.config import (
+    CLAIM_AHEAD_SECONDS,
+    CLAIM_TASKS_PER_WORKER_MAX,
+    RETRY_FIRST_SECONDS,
+    RETRY_MAX_SECONDS,
+)
 from taskq.errors import Unavailable
 from taskq.messages import (
     ClaimTasks,
@@ -55,9 +62,15 @@ from taskq.models import Task, WorkerStatus
 
 log = logging.getLogger(__name__)
 
+# How much each worker's report moves the running average of task durations.
+TASK_SECONDS_WEIGHT = 0.2
+
 
 class _State:
-    def __init__(self) -> None:
+    def __init__(self, per_worker_max: int) -> None:
+        self.per_worker_max = per_worker_max
+        # Recent tasks' seconds each, as workers report them; None: not known yet.
+        self.task_seconds: float | None = None
         self.workers: dict[int, trio.MemorySendChannel[WorkerMessage]] = {}
         # Insertion-ordered set: the worker idle longest is served first.
         self.idle: dict[int, None] = {}
@@ -78,8 +91,9 @@ async def run(
     writer: trio.MemorySendChannel[WriterCommand],
     *,
     void_suspension: Callable[[int], None] = _no_suspensions,
+    per_worker_max: int = CLAIM_TASKS_PER_WORKER_MAX,
 ) -> None:
-    state = _State()
+    state = _State(per_worker_max)
     async with trio.open_nursery() as nursery:
         async for message in inbox:
             _handle(state, message, void_suspension)
@@ -112,7 +126,9 @@ def _handle(
     match message:
         case WorkerJoined(worker_id=worker_id, inbox=worker_inbox):
             state.workers[worker_id] = worker_inbox
-        case WorkerIdle(worker_id=worker_id):
+        case WorkerIdle(worker_id=worker_id, task_seconds=task_seconds):
+            if task_seconds is not None:
+                state.task_seconds = _smoothed(state.task_seconds, task_seconds)
             if worker_id in state.workers and worker_id not in state.inactive:
                 state.idle[worker_id] = None
         case TaskRevoked(task_id=task_id, worker_id=worker_id, suspend=suspend):
@@ -135,6 +151,18 @@ def _handle(
             answer(reply, outcome.Value(None))
 
 
+def _smoothed(average: float | None, sample: float) -> float:
+    return sample if average is None else average + (sample - average) * TASK_SECONDS_WEIGHT
+
+
+def _per_worker(state: _State) -> int:
+    """As many tasks as fit in ``CLAIM_AHEAD_SECONDS`` of work; one while that is unknown."""
+    if state.task_seconds is None:
+        return 1
+    fit = int(CLAIM_AHEAD_SECONDS / max(state.task_seconds, 1e-9))
+    return max(1, min(state.per_worker_max, fit))
+
+
 def _not_idle(state: _State, worker_id: int) -> None:
     state.idle.pop(worker_id, None)
     if worker_id in state.claiming:
@@ -149,9 +177,10 @@ async def _claim_while_idle(state: _State, writer: trio.MemorySendChannel[Writer
             worker_ids = tuple(state.idle)
             state.claiming = frozenset(worker_ids)
             try:
-                claimed: list[Task] = await request(
-                    writer, functools.partial(ClaimTasks, worker_ids, wait=True)
+                claim = functools.partial(
+                    ClaimTasks, worker_ids, wait=True, per_worker=_per_worker(state)
                 )
+                claimed: list[Task] = await request(writer, claim)
             except Unavailable as exc:
                 # The database is away: keep trying, while the actor goes on routing.
                 log.warning("claim failed (%s); trying again in %.2f s", exc, backoff)

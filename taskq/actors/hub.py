@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import logging
 from collections import deque
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from datetime import datetime
 from typing import Any
 
@@ -69,11 +69,20 @@ class HubState:
         # metrics need a finished task's name and start time.
         self.running: dict[int, Task] = {}
 
-    def number(self, kind: ChangeKind, at: datetime, **subject: Any) -> Change:
+    def number(
+        self,
+        kind: ChangeKind,
+        at: datetime,
+        *,
+        task: Task | None = None,
+        worker: Worker | None = None,
+        task_id: int | None = None,
+        detail: Mapping[str, Any] | None = None,
+    ) -> Change:
         self.last_id += 1
-        if "task" in subject:
-            subject["task_id"] = subject["task"].id
-        change = Change(self.last_id, kind, at, **subject)
+        if task is not None:
+            task_id = task.id
+        change = Change(self.last_id, kind, at, task, worker, task_id, detail or {})
         self.ring.append(change)
         return change
 

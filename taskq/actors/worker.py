@@ -1,16 +1,22 @@
 """A Worker: runs the tasks the dispatcher hands it, one at a time.
 
+The tasks it is handed wait in ``backlog``: on a deep queue of short tasks a
+claim gives each worker several (``ClaimTasks.per_worker``, sized from the
+durations workers report when idle), so one commit serves many rounds of work.
+One Trio task of the worker's runs the backlog to its end and stops.
+
 It holds one execution at a time (``taskq.execution``): it starts it (or, for
 a resumed task, adopts the execution suspended at a checkpoint), waits for its
 ending, and sends the outcome to the writer fenced by the task's attempt, so an
 execution that was taken away never overwrites what happened since. A pause,
 a delete or the end of a shutdown's grace period stops the execution; a pause
-of a handler that checkpoints only suspends it, and the worker moves on.
+of a handler that checkpoints only suspends it, and the worker moves on. A
+pause or delete of a task still in the backlog drops it from there.
 
 A worker announces itself idle once per idle spell (``announced``); it says so
 again only when the dispatcher has forgotten it: after being set inactive, or
-when a restarted dispatcher asks (``AnnounceIdle``). Should a task still reach
-it while busy, it waits in ``backlog`` and runs next rather than being lost.
+when a restarted dispatcher asks (``AnnounceIdle``). A worker set inactive
+still runs what it was already handed: those tasks are ``running`` on disk.
 """
 
 from __future__ import annotations
@@ -35,7 +41,6 @@ from taskq.messages import (
     RunTask,
     SetActive,
     StopTask,
-    TaskDone,
     WorkerHeartbeat,
     WorkerIdle,
     WorkerMessage,
@@ -56,6 +61,10 @@ class _State:
     backlog: deque[Task] = field(default_factory=deque)
     drain: Reply | None = None
     announced: bool = False
+    # A Trio task of the worker's is running the backlog.
+    running: bool = False
+    # Seconds per task of the last busy spell, told to the dispatcher when idle.
+    task_seconds: float | None = None
 
     @property
     def idle(self) -> bool:
@@ -107,7 +116,9 @@ def _handle(
         case RunTask(task=task):
             state.announced = False
             state.backlog.append(task)
-            _start_next(worker_id, state, links, handlers, nursery)
+            if not state.running and state.drain is None:
+                state.running = True
+                nursery.start_soon(_run_backlog, worker_id, state, links, handlers)
         case StopTask(task_id=task_id, suspend=suspend):
             _stop(state, task_id, suspend=suspend)
         case SetActive(active=active):
@@ -117,17 +128,11 @@ def _handle(
         case AnnounceIdle():
             state.announced = False
             _announce_if_idle(worker_id, state, links)
-        case TaskDone():
-            state.current = None
-            _start_next(worker_id, state, links, handlers, nursery)
-            _announce_if_idle(worker_id, state, links)
         case Drain(reply=reply):
             state.drain = reply
             state.active = False
             state.backlog.clear()
-    if state.drain is not None and state.current is None:
-        answer(state.drain, outcome.Value(None))
-        state.drain = None
+    _answer_drain(state)
 
 
 def _stop(state: _State, task_id: int, *, suspend: bool) -> None:
@@ -136,36 +141,68 @@ def _stop(state: _State, task_id: int, *, suspend: bool) -> None:
     state.backlog = deque(task for task in state.backlog if task.id != task_id)
 
 
-def _start_next(
-    worker_id: int, state: _State, links: Links, handlers: Handlers, nursery: trio.Nursery
-) -> None:
-    if state.current is not None or not state.backlog or state.drain is not None:
-        return
-    task = state.backlog.popleft()
-    execution = handlers.runtimes.take(task.id)
-    if execution is None:
-        registration = handlers.registry.get(task.name)
-        execution = Execution.start(handlers.runtimes, registration, task, worker_id, links.writer)
-    else:
-        execution.adopt(task, worker_id)
-    state.current = execution
-    nursery.start_soon(_execute, task, execution, links, handlers.runtimes)
+async def _run_backlog(worker_id: int, state: _State, links: Links, handlers: Handlers) -> None:
+    """Run the backlog to its end, one task after another, in this one Trio task.
+
+    The execution stays ``current`` until its outcome is with the writer, so a
+    drain answered once nothing is current never leaves an outcome behind.
+    """
+    began, ran = trio.current_time(), 0
+    try:
+        while state.backlog and state.drain is None:
+            if ran:
+                # What reached the inbox meanwhile (a stop, a drain) goes first.
+                await trio.lowlevel.checkpoint()
+                if not state.backlog or state.drain is not None:
+                    break
+            ran += 1
+            task = state.backlog.popleft()
+            suspended = handlers.runtimes.take(task.id)
+            if suspended is None:
+                registration = handlers.registry.get(task.name)
+                execution = Execution(
+                    handlers.runtimes, registration, task, worker_id, links.writer
+                )
+            else:
+                execution = suspended
+                execution.adopt(task, worker_id)
+            state.current = execution
+            try:
+                ended = await (execution.run() if suspended is None else execution.ending())
+                if isinstance(ended, Outcome):
+                    # Not awaited: the worker's next claim then rides in the same commit as
+                    # this outcome. No one was promised the outcome, so if it is lost in a
+                    # crash the task is still `running` on disk and runs again after recovery.
+                    await _send(links.writer, handlers.runtimes.finish_command(task, ended))
+            finally:
+                state.current = None
+    finally:
+        state.running = False
+    if ran:
+        state.task_seconds = (trio.current_time() - began) / ran
+    _answer_drain(state)
+    _announce_if_idle(worker_id, state, links)
+
+
+async def _send(writer: trio.MemorySendChannel[WriterCommand], command: WriterCommand) -> None:
+    """Without a yield when the writer's inbox has room: one task's end runs straight
+    into the next one's start."""
+    try:
+        writer.send_nowait(command)
+    except trio.WouldBlock:
+        await writer.send(command)
+
+
+def _answer_drain(state: _State) -> None:
+    if state.drain is not None and state.current is None:
+        answer(state.drain, outcome.Value(None))
+        state.drain = None
 
 
 def _announce_if_idle(worker_id: int, state: _State, links: Links) -> None:
     if state.active and state.idle and not state.announced:
-        links.dispatcher.send_nowait(WorkerIdle(worker_id))
+        links.dispatcher.send_nowait(WorkerIdle(worker_id, state.task_seconds))
         state.announced = True
-
-
-async def _execute(task: Task, execution: Execution, links: Links, runtimes: Runtimes) -> None:
-    ended = await execution.ending()
-    if isinstance(ended, Outcome):
-        # Not awaited: the worker's next claim then rides in the same commit as this
-        # outcome. No one was promised the outcome, so if it is lost in a crash the
-        # task is still `running` on disk and runs again after recovery.
-        await links.writer.send(runtimes.finish_command(task, ended))
-    links.inbox_send.send_nowait(TaskDone(task.id))
 
 
 async def _heartbeat(worker_id: int, state: _State, links: Links, interval: float) -> None:

@@ -13,6 +13,7 @@ placeholder style and PostgreSQL's ``FOR UPDATE SKIP LOCKED`` differ.
 from __future__ import annotations
 
 import functools
+import itertools
 from collections.abc import Callable, Sequence
 from datetime import datetime
 from typing import Any
@@ -204,12 +205,18 @@ def create_many(connection: Connection, news: Sequence[NewTask], now: datetime) 
     return created
 
 
-def claim(connection: Connection, worker_ids: Sequence[int], now: datetime) -> list[Task]:
-    """Two statements however many workers: read the ready rows, take them in one go."""
+def claim(
+    connection: Connection, worker_ids: Sequence[int], now: datetime, per_worker: int = 1
+) -> list[Task]:
+    """Two statements however many workers: read the ready rows, take them in one go.
+
+    Up to ``per_worker`` tasks each, dealt round by round (most urgent first): a
+    worker gets a second task only when every worker of the claim has one.
+    """
     hot = statements_for(connection.dialect)
     db = cursor(connection)
-    db.execute(hot.ready, (len(worker_ids),))
-    pairs = list(zip(db.fetchall(), worker_ids, strict=False))
+    db.execute(hot.ready, (len(worker_ids) * per_worker,))
+    pairs = list(zip(db.fetchall(), itertools.cycle(worker_ids)))
     if not pairs:
         return []
     stamp = hot.value("started_at", now)

@@ -259,15 +259,15 @@ class Tx(NodeOps, WorkerOps):
             updated_at=now,
         )
 
-    def claim(self, worker_ids: Sequence[int], now: datetime) -> list[Task]:
-        """Hand the most urgent pending tasks to ``worker_ids``, one each, in order.
+    def claim(self, worker_ids: Sequence[int], now: datetime, per_worker: int = 1) -> list[Task]:
+        """Hand the most urgent pending tasks to ``worker_ids``, up to ``per_worker`` each.
 
         Two statements however many workers (``hot.claim``). The attempt counter
         goes up with every claim; it is the fencing token that ``finish`` checks,
         so the result of an execution that was taken away (paused, deleted,
         re-queued) can never land.
         """
-        return hot.claim(self.connection, worker_ids, now) if worker_ids else []
+        return hot.claim(self.connection, worker_ids, now, per_worker) if worker_ids else []
 
     def finish(
         self,

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import math
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
@@ -12,6 +13,7 @@ import trio
 import trio.testing
 
 from taskq.actors import dispatcher
+from taskq.config import CLAIM_AHEAD_SECONDS
 from taskq.messages import (
     ClaimTasks,
     DispatcherMessage,
@@ -123,6 +125,46 @@ async def test_delivers_each_claimed_task_to_its_worker(harness: Harness) -> Non
     assert await harness.received(1) == [RunTask(running_task(11, 1))]
     assert await harness.received(2) == []
     assert await harness.received(3) == [RunTask(running_task(10, 3))]
+
+
+async def claim_after_reports(
+    nursery: trio.Nursery, task_seconds: float | None
+) -> tuple[Harness, ClaimTasks]:
+    """A dispatcher that may hand up to 3 tasks per worker; workers 1 and 2 went idle
+    saying their tasks took ``task_seconds`` each."""
+    inbox_send, inbox = trio.open_memory_channel[DispatcherMessage](math.inf)
+    writer_send, writer = trio.open_memory_channel[WriterCommand](math.inf)
+    nursery.start_soon(functools.partial(dispatcher.run, inbox, writer_send, per_worker_max=3))
+    harness = Harness(inbox_send, writer)
+    harness.join(1, 2)
+    inbox_send.send_nowait(WorkerIdle(1, task_seconds))
+    inbox_send.send_nowait(WorkerIdle(2, task_seconds))
+    command = await receive(harness.writer)
+    assert isinstance(command, ClaimTasks)
+    return harness, command
+
+
+async def test_short_tasks_are_claimed_several_per_worker_and_all_delivered(
+    nursery: trio.Nursery,
+) -> None:
+    harness, command = await claim_after_reports(nursery, CLAIM_AHEAD_SECONDS / 100)
+    assert (command.worker_ids, command.per_worker) == ((1, 2), 3)
+
+    handed = [running_task(10, 1), running_task(11, 2), running_task(12, 1)]
+    answer(command.reply, outcome.Value(handed))
+
+    assert await harness.received(1) == [RunTask(handed[0]), RunTask(handed[2])]
+    assert await harness.received(2) == [RunTask(handed[1])]
+    await harness.no_claim()
+
+
+@pytest.mark.parametrize("task_seconds", [None, CLAIM_AHEAD_SECONDS * 2])
+async def test_long_or_unknown_tasks_are_claimed_one_per_worker(
+    nursery: trio.Nursery, task_seconds: float | None
+) -> None:
+    _, command = await claim_after_reports(nursery, task_seconds)
+
+    assert command.per_worker == 1
 
 
 async def test_a_claim_that_serves_some_is_followed_by_one_for_the_rest(

@@ -198,6 +198,22 @@ async def test_a_task_arriving_while_busy_runs_next(started: Harness) -> None:
     assert [(await receive(started.finished)).task_id for _ in range(2)] == [5, 6]
 
 
+async def test_tasks_handed_at_once_run_in_order_then_one_idle_announcement(
+    started: Harness,
+) -> None:
+    for task_id in (5, 6, 7):
+        started.run(task_id, "double", {"x": task_id})
+
+    finished = [await receive(started.finished) for _ in range(3)]
+
+    assert [(f.task_id, f.result) for f in finished] == [
+        (5, {"x": 10}),
+        (6, {"x": 12}),
+        (7, {"x": 14}),
+    ]
+    assert await started.announcements() == [WorkerIdle(WORKER)]
+
+
 # --- stopping a task ---
 
 
@@ -224,6 +240,18 @@ async def test_stop_task_for_another_task_leaves_the_handler_alone(started: Harn
     assert not started.handlers.cancelled.is_set()
     started.handlers.release.set()
     assert (await receive(started.finished)).result == "released"
+
+
+async def test_stopping_the_running_task_moves_on_to_the_next_handed(started: Harness) -> None:
+    started.run(5, "hold")
+    started.run(6, "double", {"x": 1})
+    await wait(started.handlers.started)
+
+    started.inbox.send_nowait(StopTask(5))
+
+    assert (await receive(started.finished)).task_id == 6
+    assert started.handlers.cancelled.is_set()
+    assert await started.announcements() == [WorkerIdle(WORKER)]
 
 
 async def test_stop_task_drops_a_waiting_task(started: Harness) -> None:

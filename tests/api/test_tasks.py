@@ -414,7 +414,7 @@ async def test_waiting_tasks_start_by_priority_then_age(client: Client, probe: P
     await probe.wait_until(lambda: len(probe.starts) == 5, "all five tasks to start")
     assert probe.starts == expected
     done = [await wait_for_status(client, task_id, "completed") for task_id in expected]
+    # Short tasks claimed together (several per worker) share their claim's time.
     started = [datetime.fromisoformat(task["started_at"]) for task in done]
     assert started == sorted(started)
-    assert len(set(started)) == 5
     assert {task["worker_id"] for task in done} == {first}

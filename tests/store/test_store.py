@@ -84,6 +84,27 @@ def test_claim_with_more_workers_than_tasks_hands_out_what_there_is(store: Store
     assert claim(store, 1, 2, 3) == []
 
 
+def test_claim_deals_up_to_per_worker_tasks_each_in_rounds(store: Store) -> None:
+    tasks = [create(store) for _ in range(5)]
+    create(store, priority=Priority.LOW)
+
+    with store.transaction() as tx:
+        claimed = tx.claim((7, 3), NOW, per_worker=2)
+
+    expected = [(tasks[0].id, 7), (tasks[1].id, 3), (tasks[2].id, 7), (tasks[3].id, 3)]
+    assert [(task.id, task.worker_id) for task in claimed] == expected
+    assert [get(store, task.id).worker_id for task in tasks] == [7, 3, 7, 3, None]
+
+
+def test_claim_per_worker_on_a_short_queue_gives_one_each_first(store: Store) -> None:
+    first, second = create(store), create(store)
+
+    with store.transaction() as tx:
+        claimed = tx.claim((7, 3, 5), NOW, per_worker=4)
+
+    assert [(task.id, task.worker_id) for task in claimed] == [(first.id, 7), (second.id, 3)]
+
+
 # --- promote_due ---
 
 
