@@ -335,12 +335,20 @@ class Execution:
                 _json_text(result, "the handler's result")
             except ResultNotJson as exc:
                 return Outcome(False, None, str(exc), retryable=False)
-            except (Exception, SystemExit) as exc:
-                # SystemExit too: executions run beside the actors, unsupervised, so a
-                # handler's sys.exit() must fail its task, not stop the process.
+            except Exception as exc:
                 log.info("task %d (%s) failed: %r", self.task.id, self.task.name, exc)
                 error = f"{type(exc).__name__}: {exc}"
                 return Outcome(False, None, error, retryable=not isinstance(exc, Permanent))
+            except BaseException as exc:
+                # Executions run beside the actors, unsupervised: anything but our own
+                # cancellation escaping here (sys.exit(), a KeyboardInterrupt or another
+                # BaseException raised by the handler) would stop the whole process.
+                # The CLI takes SIGINT through a signal receiver, so a KeyboardInterrupt
+                # here is the handler's own.
+                if _carries_cancellation(exc):
+                    raise
+                log.error("task %d (%s) crashed: %r", self.task.id, self.task.name, exc)
+                return Outcome(False, None, f"{type(exc).__name__}: {exc}")
             finally:
                 self._limit = None
             return Outcome(True, result, None)
@@ -403,6 +411,12 @@ class Execution:
     def _restart_the_clock(self, remaining: float | None) -> None:
         if self._limit is not None and remaining is not None:
             self._limit.deadline = trio.current_time() + remaining
+
+
+def _carries_cancellation(exc: BaseException) -> bool:
+    if isinstance(exc, trio.Cancelled):
+        return True
+    return isinstance(exc, BaseExceptionGroup) and exc.subgroup(trio.Cancelled) is not None
 
 
 def _json_text(value: Any, what: str) -> str:
