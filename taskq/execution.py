@@ -26,6 +26,7 @@ import logging
 import math
 import os
 import random
+import signal
 from collections.abc import AsyncIterator, Callable, Mapping
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
@@ -59,6 +60,11 @@ NoRetry = Permanent
 
 class ResultNotJson(Permanent):
     """The handler's result cannot be stored; running it again would not change that."""
+
+
+class ProcessDied(Exception):
+    """The worker process running a handler died under it (killed, crashed, out of memory);
+    the pool starts a fresh one for the next task."""
 
 
 class Ending(enum.Enum):
@@ -367,9 +373,12 @@ class Execution:
                 call = functools.partial(handler, *args)
                 return await trio.to_thread.run_sync(call, abandon_on_cancel=True)
             case Runtime.PROCESS:
-                text = await self._runtimes.processes.run_sync(
-                    _run_in_process, handler, dict(payload), kill_on_cancel=True
-                )
+                try:
+                    text = await self._runtimes.processes.run_sync(
+                        _run_in_process, handler, dict(payload), kill_on_cancel=True
+                    )
+                except trio_parallel.BrokenWorkerError as exc:
+                    raise ProcessDied(_how_it_died(exc)) from None
                 return json.loads(text)
 
     async def _cancel_unless_suspended(self, pause: int) -> None:
@@ -411,6 +420,16 @@ class Execution:
     def _restart_the_clock(self, remaining: float | None) -> None:
         if self._limit is not None and remaining is not None:
             self._limit.deadline = trio.current_time() + remaining
+
+
+def _how_it_died(exc: BaseException) -> str:
+    """trio-parallel reports a dead worker with its process object; say it in words."""
+    codes = [code for arg in exc.args if isinstance(code := getattr(arg, "exitcode", None), int)]
+    if not codes:
+        return "the handler's worker process died"
+    if codes[0] < 0:
+        return f"the handler's worker process died: killed by {signal.Signals(-codes[0]).name}"
+    return f"the handler's worker process died: exit code {codes[0]}"
 
 
 def _carries_cancellation(exc: BaseException) -> bool:
