@@ -427,9 +427,13 @@ def _how_it_died(exc: BaseException) -> str:
     codes = [code for arg in exc.args if isinstance(code := getattr(arg, "exitcode", None), int)]
     if not codes:
         return "the handler's worker process died"
-    if codes[0] < 0:
-        return f"the handler's worker process died: killed by {signal.Signals(-codes[0]).name}"
-    return f"the handler's worker process died: exit code {codes[0]}"
+    if codes[0] >= 0:
+        return f"the handler's worker process died: exit code {codes[0]}"
+    try:
+        name = signal.Signals(-codes[0]).name
+    except ValueError:
+        name = f"signal {-codes[0]}"
+    return f"the handler's worker process died: killed by {name}"
 
 
 def _carries_cancellation(exc: BaseException) -> bool:
