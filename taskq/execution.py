@@ -28,6 +28,7 @@ import logging
 import math
 import os
 import random
+import signal
 from collections.abc import AsyncIterator, Callable, Mapping
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
@@ -61,6 +62,11 @@ NoRetry = Permanent
 
 class ResultNotJson(Permanent):
     """The handler's result cannot be stored; running it again would not change that."""
+
+
+class ProcessDied(Exception):
+    """The worker process running a handler died under it (killed, crashed, out of memory);
+    the pool starts a fresh one for the next task."""
 
 
 class Ending(enum.Enum):
@@ -346,12 +352,20 @@ class Execution:
             _json_text(result, "the handler's result")
         except ResultNotJson as exc:
             return Outcome(False, None, str(exc), retryable=False)
-        except (Exception, SystemExit) as exc:
-            # SystemExit too: executions run beside the actors, unsupervised, so a
-            # handler's sys.exit() must fail its task, not stop the process.
+        except Exception as exc:
             log.info("task %d (%s) failed: %r", self.task.id, self.task.name, exc)
             error = f"{type(exc).__name__}: {exc}"
             return Outcome(False, None, error, retryable=not isinstance(exc, Permanent))
+        except BaseException as exc:
+            # Executions run beside the actors, unsupervised: anything but our own
+            # cancellation escaping here (sys.exit(), a KeyboardInterrupt or another
+            # BaseException raised by the handler) would stop the whole process.
+            # The CLI takes SIGINT through a signal receiver, so a KeyboardInterrupt
+            # here is the handler's own.
+            if _carries_cancellation(exc):
+                raise
+            log.error("task %d (%s) crashed: %r", self.task.id, self.task.name, exc)
+            return Outcome(False, None, f"{type(exc).__name__}: {exc}")
         return Outcome(True, result, None)
 
     async def _invoke(self, registration: Registration) -> Any:
@@ -367,9 +381,12 @@ class Execution:
                 call = functools.partial(handler, *args)
                 return await trio.to_thread.run_sync(call, abandon_on_cancel=True)
             case Runtime.PROCESS:
-                text = await self._runtimes.processes.run_sync(
-                    _run_in_process, handler, dict(payload), kill_on_cancel=True
-                )
+                try:
+                    text = await self._runtimes.processes.run_sync(
+                        _run_in_process, handler, dict(payload), kill_on_cancel=True
+                    )
+                except trio_parallel.BrokenWorkerError as exc:
+                    raise ProcessDied(_how_it_died(exc)) from None
                 return json.loads(text)
 
     async def _cancel_unless_suspended(self, pause: int) -> None:
@@ -411,6 +428,26 @@ class Execution:
     def _restart_the_clock(self, remaining: float | None) -> None:
         if self._limit is not None and remaining is not None:
             self._limit.deadline = trio.current_time() + remaining
+
+
+def _how_it_died(exc: BaseException) -> str:
+    """trio-parallel reports a dead worker with its process object; say it in words."""
+    codes = [code for arg in exc.args if isinstance(code := getattr(arg, "exitcode", None), int)]
+    if not codes:
+        return "the handler's worker process died"
+    if codes[0] >= 0:
+        return f"the handler's worker process died: exit code {codes[0]}"
+    try:
+        name = signal.Signals(-codes[0]).name
+    except ValueError:
+        name = f"signal {-codes[0]}"
+    return f"the handler's worker process died: killed by {name}"
+
+
+def _carries_cancellation(exc: BaseException) -> bool:
+    if isinstance(exc, trio.Cancelled):
+        return True
+    return isinstance(exc, BaseExceptionGroup) and exc.subgroup(trio.Cancelled) is not None
 
 
 def _json_text(value: Any, what: str) -> str:

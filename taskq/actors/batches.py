@@ -17,11 +17,14 @@ from __future__ import annotations
 
 import itertools
 import logging
+import sqlite3
 from collections.abc import Sequence
 from datetime import datetime, timedelta
 from typing import Any
 
 import outcome
+import psycopg
+from sqlalchemy.exc import DBAPIError
 
 from taskq.errors import TaskqError, Unavailable
 from taskq.messages import (
@@ -81,11 +84,20 @@ def apply_batch(store: Store, batch: Sequence[WriterCommand], now: datetime) -> 
                 (result,), new_events = _apply_all(tx, [command], now)
         except Exception as exc:
             log.exception("%s failed on its own", type(command).__name__)
-            failure = f"taskq could not apply this request ({type(exc).__name__}: {exc})"
+            failure = f"taskq could not apply this request ({_describe(exc)}); try again later"
             result, new_events = outcome.Error(Unavailable(failure)), []
         results.append(result)
         events.extend(new_events)
     return results, events
+
+
+def _describe(exc: Exception) -> str:
+    """The database's own words ("database or disk is full", "attempt to write a
+    readonly database"), without the SQL and the links SQLAlchemy adds to them."""
+    said = exc.orig if isinstance(exc, DBAPIError) else exc
+    if isinstance(said, sqlite3.Error | psycopg.Error):
+        return f"the database said: {str(said).strip()}"
+    return f"{type(exc).__name__}: {exc}"
 
 
 def _apply_all(tx: Tx, batch: Sequence[WriterCommand], now: datetime) -> Applied:

@@ -88,7 +88,11 @@ async def run(
                 _refuse(batch, "the writer failed while applying this request; try again")
                 raise
             seconds = time.perf_counter() - started
-            parked = _answer_all(batch, results)
+            try:
+                parked = _answer_all(batch, results)
+            except BaseException:
+                _abandon(batch)
+                raise
             _note_status_changes(batch, results, stopped)
             publish(events, dispatcher, scheduler)
             if hub is not None:
@@ -203,6 +207,15 @@ def _drain(inbox: trio.MemoryReceiveChannel[WriterCommand], most: int) -> list[W
 def _refuse(batch: Sequence[WriterCommand], detail: str) -> None:
     for command in batch:
         answer(command.reply, outcome.Error(Unavailable(detail)))
+
+
+def _abandon(batch: Sequence[WriterCommand]) -> None:
+    """The writer is failing after its commit, half-way through answering: close every
+    reply still open, so each of those askers gets ``Unavailable`` (``request``) instead
+    of waiting for ever. Closing never answers: no one gets a success that is untrue."""
+    for command in batch:
+        if command.reply is not None:
+            command.reply.close()
 
 
 def publish(
