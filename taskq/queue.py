@@ -26,6 +26,7 @@ from taskq.messages import (
     ListTasks,
     ListWorkers,
     PauseTask,
+    ReaderCommand,
     ResumeTask,
     RetryTask,
     SetWorkerStatus,
@@ -69,10 +70,13 @@ class Queue:
         supervisor: trio.MemorySendChannel[SupervisorMessage],
         *,
         defaults: Callable[[str], ExecutionDefaults] = _system_defaults,
+        reader: trio.MemorySendChannel[ReaderCommand] | None = None,
     ) -> None:
+        """Reads go to ``reader`` when there is one, else to the writer (which answers them too)."""
         self._writer = writer
         self._supervisor = supervisor
         self._defaults = defaults
+        self._reader: trio.MemorySendChannel[Any] = writer if reader is None else reader
 
     async def submit(
         self,
@@ -131,7 +135,7 @@ class Queue:
         return tasks
 
     async def get_task(self, task_id: int) -> Task:
-        task: Task = await request(self._writer, lambda reply: GetTask(task_id, reply))
+        task: Task = await request(self._reader, lambda reply: GetTask(task_id, reply))
         return task
 
     async def list_tasks(
@@ -145,14 +149,14 @@ class Queue:
         newest_first: bool = False,
     ) -> list[Task]:
         found: list[Task] = await request(
-            self._writer,
+            self._reader,
             lambda reply: ListTasks(skip, limit, status, reply, name, priority, newest_first),
         )
         return found
 
     async def count_tasks(self) -> TaskCounts:
         """How many tasks each (status, priority) pair holds, read in one transaction."""
-        counts: TaskCounts = await request(self._writer, CountTasks)
+        counts: TaskCounts = await request(self._reader, CountTasks)
         return counts
 
     async def update_task(self, task_id: int, changes: TaskChanges) -> Task:
@@ -182,11 +186,11 @@ class Queue:
         return worker
 
     async def get_worker(self, worker_id: int) -> Worker:
-        worker: Worker = await request(self._writer, lambda reply: GetWorker(worker_id, reply))
+        worker: Worker = await request(self._reader, lambda reply: GetWorker(worker_id, reply))
         return worker
 
     async def list_workers(self) -> list[Worker]:
-        found: list[Worker] = await request(self._writer, ListWorkers)
+        found: list[Worker] = await request(self._reader, ListWorkers)
         return found
 
     async def heartbeat(self, worker_id: int) -> Worker:
