@@ -58,6 +58,15 @@ WRITER_INBOX_SIZE = 4096
 DEFAULT_HTTP_BACKLOG = WRITER_INBOX_SIZE // 2
 # What a refused request is told to wait before trying again.
 RETRY_AFTER_SECONDS = 1
+# The reader answers at most this many reads per trip to its thread, and holds at
+# most READER_INBOX_SIZE waiting ones before senders wait.
+READER_BATCH_MAX = 256
+READER_INBOX_SIZE = 4096
+# How long (seconds) the interpreter lets one thread hold the GIL while another
+# waits. The writer's and reader's threads let go of it at every SQLite call and
+# wait this long to get it back from the busy event loop; Python's 5 ms made
+# each batch of creates take several of them.
+GIL_SWITCH_INTERVAL_SECONDS = 0.0005
 
 # A task's own retry budget and time limit are bounded so that a typo cannot
 # keep a task retrying for ever; the defaults are the system options below.

@@ -313,6 +313,9 @@ WriterCommand: TypeAlias = (
     | SetWorkerStatus
 )
 
+# Read-only commands, answered by the reader on a connection of its own.
+ReaderCommand: TypeAlias = GetTask | ListTasks | CountTasks | GetWorker | ListWorkers
+
 
 # --- Events the writer publishes after each commit ---
 

@@ -26,6 +26,7 @@ from taskq.messages import (
     ListTasks,
     ListWorkers,
     PauseTask,
+    ReaderCommand,
     Reply,
     ResumeTask,
     RetryTask,
@@ -70,23 +71,33 @@ class Queue:
         supervisor: trio.MemorySendChannel[SupervisorMessage],
         *,
         defaults: Callable[[str], ExecutionDefaults] = _system_defaults,
+        reader: trio.MemorySendChannel[ReaderCommand] | None = None,
         backlog_max: int | None = None,
     ) -> None:
-        """``backlog_max``: refuse a command (``Overloaded``) when that many already
-        wait for the writer, rather than wait for room; None waits."""
+        """Reads go to ``reader`` when there is one, else to the writer (which answers
+        them too). ``backlog_max``: refuse a command (``Overloaded``) when that many
+        already wait for the actor, rather than wait for room; None waits."""
         self._writer = writer
         self._supervisor = supervisor
         self._defaults = defaults
+        self._reader: trio.MemorySendChannel[Any] = writer if reader is None else reader
         self._backlog_max = backlog_max
 
     def bounded(self, backlog_max: int) -> Queue:
         """This queue, refusing commands beyond ``backlog_max`` waiting: for the HTTP layer."""
         return Queue(
-            self._writer, self._supervisor, defaults=self._defaults, backlog_max=backlog_max
+            self._writer,
+            self._supervisor,
+            defaults=self._defaults,
+            reader=self._reader,
+            backlog_max=backlog_max,
         )
 
     async def _write(self, build: Callable[[Reply], WriterCommand]) -> Any:
         return await request(self._writer, build, backlog_max=self._backlog_max)
+
+    async def _read(self, build: Callable[[Reply], Any]) -> Any:
+        return await request(self._reader, build, backlog_max=self._backlog_max)
 
     async def submit(
         self,
@@ -143,7 +154,7 @@ class Queue:
         return tasks
 
     async def get_task(self, task_id: int) -> Task:
-        task: Task = await self._write(lambda reply: GetTask(task_id, reply))
+        task: Task = await self._read(lambda reply: GetTask(task_id, reply))
         return task
 
     async def list_tasks(
@@ -156,14 +167,14 @@ class Queue:
         priority: Priority | None = None,
         newest_first: bool = False,
     ) -> list[Task]:
-        found: list[Task] = await self._write(
+        found: list[Task] = await self._read(
             lambda reply: ListTasks(skip, limit, status, reply, name, priority, newest_first),
         )
         return found
 
     async def count_tasks(self) -> TaskCounts:
         """How many tasks each (status, priority) pair holds, read in one transaction."""
-        counts: TaskCounts = await self._write(CountTasks)
+        counts: TaskCounts = await self._read(CountTasks)
         return counts
 
     async def update_task(self, task_id: int, changes: TaskChanges) -> Task:
@@ -193,11 +204,11 @@ class Queue:
         return worker
 
     async def get_worker(self, worker_id: int) -> Worker:
-        worker: Worker = await self._write(lambda reply: GetWorker(worker_id, reply))
+        worker: Worker = await self._read(lambda reply: GetWorker(worker_id, reply))
         return worker
 
     async def list_workers(self) -> list[Worker]:
-        found: list[Worker] = await self._write(ListWorkers)
+        found: list[Worker] = await self._read(ListWorkers)
         return found
 
     async def heartbeat(self, worker_id: int) -> Worker:

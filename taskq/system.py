@@ -17,6 +17,7 @@ from __future__ import annotations
 import functools
 import logging
 import math
+import sys
 from collections.abc import Awaitable, Callable
 from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass
@@ -27,9 +28,14 @@ import trio
 from hypercorn.config import Config
 from hypercorn.trio import serve
 
-from taskq.actors import dispatcher, hub, listener, reaper, scheduler, worker, writer
+from taskq.actors import dispatcher, hub, listener, reader, reaper, scheduler, worker, writer
 from taskq.api.app import create_app
-from taskq.config import WRITER_INBOX_SIZE, Settings
+from taskq.config import (
+    GIL_SWITCH_INTERVAL_SECONDS,
+    READER_INBOX_SIZE,
+    WRITER_INBOX_SIZE,
+    Settings,
+)
 from taskq.execution import RetryPolicy, Runtimes, open_runtimes
 from taskq.messages import (
     AnnounceIdle,
@@ -37,6 +43,7 @@ from taskq.messages import (
     Drain,
     EndStreams,
     HubMessage,
+    ReaderCommand,
     RequeueNode,
     RestoreWorkers,
     SchedulerMessage,
@@ -86,6 +93,7 @@ class Supervised(Protocol):
 class _Channels:
     def __init__(self) -> None:
         self.writer, self.writer_inbox = trio.open_memory_channel[WriterCommand](WRITER_INBOX_SIZE)
+        self.reader, self.reader_inbox = trio.open_memory_channel[ReaderCommand](READER_INBOX_SIZE)
         # Actor-to-actor inboxes are unbounded: the actors form cycles
         # (dispatcher <-> workers), and a bounded cycle can deadlock.
         self.dispatcher, self.dispatcher_inbox = trio.open_memory_channel[DispatcherMessage](
@@ -109,6 +117,7 @@ async def run(
 ) -> None:
     """Run the whole system until ``Running.stop`` is called; then shut down in order."""
     policy = policy or RestartPolicy()
+    sys.setswitchinterval(GIL_SWITCH_INTERVAL_SECONDS)
     store = await trio.to_thread.run_sync(
         functools.partial(
             Store.open, settings.db_url, migrate_schema=settings.migrate, node=settings.node
@@ -135,6 +144,9 @@ async def run(
                     hub=channels.hub,
                 ),
             )
+            core.start_soon(
+                supervised, "reader", functools.partial(reader.run, channels.reader_inbox, store)
+            )
             restored = await _recover(channels.writer, settings.workers)
             async with (
                 _open_runtimes(settings, registry) as runtimes,
@@ -154,6 +166,7 @@ async def run(
                     channels.writer,
                     channels.supervisor,
                     defaults=functools.partial(registry.defaults, system=_defaults(settings)),
+                    reader=channels.reader,
                 )
                 url = (
                     await _start_http(actors, queue, monitor, settings, stopping)
@@ -167,6 +180,7 @@ async def run(
                 actors.cancel_scope.cancel()
             await request(channels.writer, RequeueNode)
             await channels.writer.aclose()
+            await channels.reader.aclose()
             await channels.hub.aclose()
     finally:
         store.close()

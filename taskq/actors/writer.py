@@ -1,4 +1,4 @@
-"""The Writer: the only actor that touches the database.
+"""The Writer: the only actor that writes to the database.
 
 Group commit: it takes the first command waiting, drains whatever else is
 already queued (up to ``batch_max``), applies all of it in ONE transaction on

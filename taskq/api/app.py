@@ -10,10 +10,12 @@ from importlib import metadata
 from typing import Any
 
 from quart import Blueprint, Quart
-from quart_schema import QuartSchema, validate_querystring, validate_request
+from quart import Response as QuartResponse
+from quart_schema import QuartSchema
 from quart_trio import QuartTrio
 
 from taskq.api import auth, dashboard, errors, ops
+from taskq.api.bodies import json_body, query, reply
 from taskq.api.errors import parse_id
 from taskq.api.limits import check_depth
 from taskq.api.openapi import BEARER, Provider, responds
@@ -37,7 +39,7 @@ from taskq.models import Priority, TaskChanges, WorkerStatus
 from taskq.monitor import Monitor
 from taskq.queue import DEFAULT, Queue
 
-Response = tuple[Any, int]
+Response = QuartResponse | tuple[str, int]
 
 
 def create_app(
@@ -97,16 +99,16 @@ def _tasks(queue: Queue, depth_max: int) -> Blueprint:
     tasks = Blueprint("tasks", __name__, url_prefix="/api/tasks")
 
     @tasks.post("/", strict_slashes=False)
-    @validate_request(TaskCreate)
+    @json_body(TaskCreate)
     @responds(201, TaskOut, errors=(400, 422, 503))
     async def create_task(data: TaskCreate) -> Response:
         """Create a task; 201 once it is on disk."""
         check_depth(data.payload, depth_max)
         task = await queue.submit(data.name, data.payload, **_options(data))
-        return task_json(task), 201
+        return reply(task_json(task), 201)
 
     @tasks.post("/batch")
-    @validate_request(TaskBatchCreate)
+    @json_body(TaskBatchCreate)
     @responds(201, TaskBatchOut, errors=(400, 422, 503))
     async def create_tasks(data: TaskBatchCreate) -> Response:
         """Create up to 1000 tasks in one transaction; 201 once all are on disk."""
@@ -114,10 +116,10 @@ def _tasks(queue: Queue, depth_max: int) -> Blueprint:
             check_depth(item.payload, depth_max, f"tasks[{index}].payload")
         news = [queue.new_task(item.name, item.payload, **_options(item)) for item in data.tasks]
         created = await queue.submit_many(news)
-        return {"tasks": [task_json(task) for task in created]}, 201
+        return reply({"tasks": [task_json(task) for task in created]}, 201)
 
     @tasks.get("/", strict_slashes=False)
-    @validate_querystring(TaskListQuery)
+    @query(TaskListQuery)
     @responds(200, TaskListOut, errors=(422, 503))
     async def list_tasks(query_args: TaskListQuery) -> Response:
         """List tasks, filtered and paged."""
@@ -129,16 +131,16 @@ def _tasks(queue: Queue, depth_max: int) -> Blueprint:
             priority=None if query_args.priority is None else Priority(query_args.priority),
             newest_first=query_args.order == "desc",
         )
-        return [task_json(task) for task in found], 200
+        return reply([task_json(task) for task in found], 200)
 
     @tasks.get("/<task_id>")
     @responds(200, TaskOut, errors=(404, 422, 503))
     async def get_task(task_id: str) -> Response:
         """One task."""
-        return task_json(await queue.get_task(parse_id(task_id, "task_id"))), 200
+        return reply(task_json(await queue.get_task(parse_id(task_id, "task_id"))), 200)
 
     @tasks.put("/<task_id>")
-    @validate_request(TaskUpdate)
+    @json_body(TaskUpdate)
     @responds(200, TaskOut, errors=(400, 404, 409, 422, 503))
     async def update_task(task_id: str, data: TaskUpdate) -> Response:
         """Change the fields given; refused while the task runs."""
@@ -153,7 +155,7 @@ def _tasks(queue: Queue, depth_max: int) -> Blueprint:
             timeout=data.timeout,
         )
         task = await queue.update_task(parse_id(task_id, "task_id"), changes)
-        return task_json(task), 200
+        return reply(task_json(task), 200)
 
     @tasks.delete("/<task_id>")
     @responds(204, description="Deleted", errors=(404, 422, 503))
@@ -166,19 +168,19 @@ def _tasks(queue: Queue, depth_max: int) -> Blueprint:
     @responds(200, TaskOut, errors=(404, 422, 503))
     async def pause_task(task_id: str) -> Response:
         """Pause a pending, scheduled or running task."""
-        return task_json(await queue.pause_task(parse_id(task_id, "task_id"))), 200
+        return reply(task_json(await queue.pause_task(parse_id(task_id, "task_id"))), 200)
 
     @tasks.patch("/<task_id>/resume")
     @responds(200, TaskOut, errors=(404, 422, 503))
     async def resume_task(task_id: str) -> Response:
         """Resume a paused task."""
-        return task_json(await queue.resume_task(parse_id(task_id, "task_id"))), 200
+        return reply(task_json(await queue.resume_task(parse_id(task_id, "task_id"))), 200)
 
     @tasks.post("/<task_id>/retry")
     @responds(200, TaskOut, errors=(404, 409, 422, 503))
     async def retry_task(task_id: str) -> Response:
         """Put a failed task back in the queue with a fresh attempt budget."""
-        return task_json(await queue.retry_task(parse_id(task_id, "task_id"))), 200
+        return reply(task_json(await queue.retry_task(parse_id(task_id, "task_id"))), 200)
 
     return tasks
 
@@ -197,38 +199,38 @@ def _workers(queue: Queue) -> Blueprint:
     workers = Blueprint("workers", __name__, url_prefix="/api/workers")
 
     @workers.post("/", strict_slashes=False)
-    @validate_request(WorkerCreate)
+    @json_body(WorkerCreate)
     @responds(201, WorkerOut, errors=(400, 422, 503))
     async def create_worker(data: WorkerCreate) -> Response:
         """Register a worker; its actor starts at once."""
-        return worker_json(await queue.create_worker(data.name)), 201
+        return reply(worker_json(await queue.create_worker(data.name)), 201)
 
     @workers.get("/", strict_slashes=False)
     @responds(200, WorkerListOut, errors=(503,))
     async def list_workers() -> Response:
         """Every worker."""
-        return [worker_json(worker) for worker in await queue.list_workers()], 200
+        return reply([worker_json(worker) for worker in await queue.list_workers()], 200)
 
     @workers.get("/<worker_id>")
     @responds(200, WorkerOut, errors=(404, 422, 503))
     async def get_worker(worker_id: str) -> Response:
         """One worker."""
-        return worker_json(await queue.get_worker(parse_id(worker_id, "worker_id"))), 200
+        return reply(worker_json(await queue.get_worker(parse_id(worker_id, "worker_id"))), 200)
 
     @workers.patch("/<worker_id>/heartbeat")
     @responds(200, WorkerOut, errors=(404, 422, 503))
     async def heartbeat(worker_id: str) -> Response:
         """Record a heartbeat."""
-        return worker_json(await queue.heartbeat(parse_id(worker_id, "worker_id"))), 200
+        return reply(worker_json(await queue.heartbeat(parse_id(worker_id, "worker_id"))), 200)
 
     @workers.patch("/<worker_id>/status")
-    @validate_request(WorkerStatusUpdate)
+    @json_body(WorkerStatusUpdate)
     @responds(200, WorkerOut, errors=(400, 404, 422, 503))
     async def set_status(worker_id: str, data: WorkerStatusUpdate) -> Response:
         """Set a worker active or inactive."""
         worker = await queue.set_worker_status(
             parse_id(worker_id, "worker_id"), WorkerStatus(data.status)
         )
-        return worker_json(worker), 200
+        return reply(worker_json(worker), 200)
 
     return workers

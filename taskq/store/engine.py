@@ -25,6 +25,9 @@ SQLITE_BUSY_TIMEOUT_MS = 5000
 # SQLite's default page cache is 2 MiB; with a million queued tasks the indexes a
 # claim and a finish touch outgrow it, and every batch goes back to the file.
 SQLITE_CACHE_KIB = 65536
+# The reader's page cache: its reads are pages of a list or one task, and a count's
+# scan of an index is better left to the OS's file cache than kept in the process.
+SQLITE_READER_CACHE_KIB = 8192
 # Any constant shared by every taskq process: the key of the migration lock.
 MIGRATION_LOCK = 0x7461736B71
 # PostgreSQL: give up on an unreachable server quickly (the writer answers 503
@@ -39,12 +42,21 @@ POSTGRESQL_CONNECT_ARGS = {
 }
 
 
-def open_engine(url: str) -> Engine:
+def open_engine(url: str, *, read_only: bool = False) -> Engine:
+    """The engine of a store; ``read_only``: for its reader, which never writes.
+
+    A SQLite reader never begins a transaction of its own (no ``BEGIN
+    IMMEDIATE``): each statement reads the last commit, beside the writer's
+    transaction in WAL mode, and never takes the write lock.
+    """
     parsed = make_url(url)
     if parsed.get_backend_name() == "sqlite":
         engine = create_engine(parsed, connect_args={"check_same_thread": False})
         event.listen(engine, "connect", _configure_sqlite)
-        event.listen(engine, "begin", _begin_immediate)
+        if read_only:
+            event.listen(engine, "connect", _sqlite_query_only)
+        else:
+            event.listen(engine, "begin", _begin_immediate)
     else:
         engine = create_engine(
             parsed,
@@ -91,6 +103,11 @@ def _configure_sqlite(dbapi_connection: Any, _record: Any) -> None:
     cursor.execute(f"PRAGMA busy_timeout={SQLITE_BUSY_TIMEOUT_MS}")
     cursor.execute(f"PRAGMA cache_size=-{SQLITE_CACHE_KIB}")
     cursor.close()
+
+
+def _sqlite_query_only(dbapi_connection: Any, _record: Any) -> None:
+    dbapi_connection.execute("PRAGMA query_only=1")
+    dbapi_connection.execute(f"PRAGMA cache_size=-{SQLITE_READER_CACHE_KIB}")
 
 
 def _begin_immediate(connection: Connection) -> None:

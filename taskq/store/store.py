@@ -87,6 +87,8 @@ class Store:
     def __init__(self, engine: Engine, node: str | None = None) -> None:
         self.engine = engine
         self._writer_connection: Connection | None = None
+        self._reader_connection: Connection | None = None
+        self._read_engine: Engine | None = None
         self.node = default_node() if node is None else node
 
     @classmethod
@@ -120,10 +122,41 @@ class Store:
             self._writer_connection = None
             raise
 
+    @contextmanager
+    def read_transaction(self) -> Iterator[Tx]:
+        """A read-only transaction on the reader's own connection, kept open between reads.
+
+        Only the reader's thread may use it. It is not the writer's connection,
+        so reads never wait for a batch to commit and a slow read (a count over
+        a million rows) never holds up writes. On SQLite it is a connection of
+        its own that never takes the write lock; on PostgreSQL one more from
+        the pool. After a failure it is dropped, like the writer's.
+        """
+        if self._reader_connection is None:
+            if self._read_engine is None:
+                self._read_engine = (
+                    open_engine(self.engine.url.render_as_string(False), read_only=True)
+                    if self.engine.dialect.name == "sqlite"
+                    else self.engine
+                )
+            self._reader_connection = self._read_engine.connect()
+        try:
+            with self._reader_connection.begin():
+                yield Tx(self._reader_connection, self.node)
+        except BaseException:
+            self._reader_connection.close()
+            self._reader_connection = None
+            raise
+
     def close(self) -> None:
         if self._writer_connection is not None:
             self._writer_connection.close()
             self._writer_connection = None
+        if self._reader_connection is not None:
+            self._reader_connection.close()
+            self._reader_connection = None
+        if self._read_engine is not None and self._read_engine is not self.engine:
+            self._read_engine.dispose()
         self.engine.dispose()
 
 
