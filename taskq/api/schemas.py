@@ -19,8 +19,10 @@ from pydantic import (
     Field,
     RootModel,
     StrictStr,
+    WithJsonSchema,
     model_validator,
 )
+from pydantic.json_schema import SkipJsonSchema
 
 from taskq.config import (
     BATCH_TASKS_MAX,
@@ -60,6 +62,30 @@ def _strict_json(value: dict[str, Any]) -> dict[str, Any]:
 
 
 UtcDatetime = Annotated[datetime, BeforeValidator(_iso_text), AfterValidator(_as_naive_utc)]
+# What a response carries, documented as such: JSON Schema's "date-time" would demand an offset.
+Timestamp = Annotated[
+    datetime,
+    WithJsonSchema(
+        {
+            "type": "string",
+            "pattern": r"^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}(\.\d{6})?$",
+            "description": "naive UTC, ISO 8601",
+        }
+    ),
+]
+# A field that may be left out but, when given, may not be null: documented without the null.
+Unset = SkipJsonSchema[None]
+
+
+def _without_default(schema: dict[str, Any]) -> None:
+    schema.pop("default", None)
+
+
+def _left_out() -> Any:
+    """The default of an ``Unset`` field, kept out of the document: null is no value it takes."""
+    return Field(None, json_schema_extra=_without_default)
+
+
 Payload = Annotated[dict[str, Any], AfterValidator(_strict_json)]
 TaskName = Annotated[StrictStr, Field(min_length=1, max_length=TASK_NAME_MAX_LENGTH)]
 WorkerName = Annotated[StrictStr, Field(min_length=1, max_length=WORKER_NAME_MAX_LENGTH)]
@@ -95,7 +121,7 @@ class TaskCreate(_TaskBody):
     payload: Payload
     priority: PriorityValue = Priority.MEDIUM
     scheduled_at: UtcDatetime | None = None
-    max_attempts: MaxAttempts | None = None
+    max_attempts: MaxAttempts | Unset = _left_out()
     timeout: TimeoutSeconds | None = None
 
 
@@ -106,11 +132,11 @@ class TaskBatchCreate(_Body):
 class TaskUpdate(_TaskBody):
     """Every field optional; only those present are changed."""
 
-    name: TaskName | None = None
-    payload: Payload | None = None
-    priority: PriorityValue | None = None
+    name: TaskName | Unset = _left_out()
+    payload: Payload | Unset = _left_out()
+    priority: PriorityValue | Unset = _left_out()
     scheduled_at: UtcDatetime | None = None
-    max_attempts: MaxAttempts | None = None
+    max_attempts: MaxAttempts | Unset = _left_out()
     timeout: TimeoutSeconds | None = None
 
 
@@ -147,12 +173,12 @@ class TaskOut(BaseModel):
     name: str
     payload: dict[str, Any]
     priority: int = Field(ge=Priority.LOW, le=Priority.CRITICAL)
-    scheduled_at: datetime | None
+    scheduled_at: Timestamp | None
     status: TaskStatus
-    created_at: datetime
-    updated_at: datetime
-    started_at: datetime | None
-    completed_at: datetime | None
+    created_at: Timestamp
+    updated_at: Timestamp
+    started_at: Timestamp | None
+    completed_at: Timestamp | None
     worker_id: int | None
     result: Any
     error: str | None
@@ -178,9 +204,9 @@ class WorkerOut(BaseModel):
     id: int
     name: str
     status: Literal["active", "inactive", "offline"]
-    last_heartbeat: datetime | None
-    created_at: datetime
-    updated_at: datetime
+    last_heartbeat: Timestamp | None
+    created_at: Timestamp
+    updated_at: Timestamp
 
 
 class WorkerListOut(RootModel[list[WorkerOut]]):

@@ -1,0 +1,137 @@
+"""Property-based fuzzing of the whole HTTP API from its own OpenAPI document (schemathesis).
+
+The document is the app's own ``/openapi.json`` (read in-process when the
+module is collected: schemathesis makes one test per operation from it). A
+real ``python -m taskq`` answers (per backend, shared by the module's tests),
+so every layer a client meets (hypercorn, Quart-Trio, validation, the actors,
+the database) is under test. Two tests:
+
+- every operation on its own, with data that fits the document (positive)
+  and data that does not (negative), from schemathesis' coverage phase (the
+  boundaries and each way to break the schema) and its fuzzing phase (random);
+- sequences of calls that follow the document's links: create a task, then
+  pause, resume, update, retry or delete that task; register a worker, then
+  read it, heartbeat it or set its status.
+
+Each response must be no 5xx, answer a status the document lists for the
+operation, with the content type and the body schema it documents, and a
+405 must list the allowed methods. After a delete, the resource is gone.
+
+The number of examples is bounded for CI; ``TASKQ_FUZZ_EXAMPLES`` raises it
+for a longer local run, ``TASKQ_FUZZ_SEED`` picks another seed (the default
+one keeps CI reproducible).
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from typing import Any
+
+import hypothesis
+import pytest
+import schemathesis
+import trio
+from schemathesis import Case
+from schemathesis.config import SchemathesisConfig
+
+from taskq.api.app import create_app
+from taskq.queue import Queue
+from tests.conftest import BACKENDS, empty_postgresql
+from tests.system.conftest import Launcher, Taskq
+
+EXAMPLES = int(os.environ.get("TASKQ_FUZZ_EXAMPLES", "10"))
+SEED = int(os.environ.get("TASKQ_FUZZ_SEED", "20261127"))
+# A stateful scenario is a sequence of this many calls at most.
+STEPS = 8
+# Per request; an event stream is cut after this long (it never ends by itself).
+REQUEST_TIMEOUT_SECONDS = 10.0
+EVENTS_READ_SECONDS = 0.25
+
+CHECKS = (
+    "not_a_server_error",
+    "status_code_conformance",
+    "content_type_conformance",
+    "response_schema_conformance",
+    "unsupported_method",
+    "use_after_free",
+)
+
+
+def fuzz_config() -> SchemathesisConfig:
+    return SchemathesisConfig.from_dict(
+        {
+            "seed": SEED,
+            "suppress-health-check": ["too_slow", "filter_too_much", "data_too_large"],
+            "request-timeout": REQUEST_TIMEOUT_SECONDS,
+            "generation": {"mode": "all", "max-examples": EXAMPLES, "database": "none"},
+            "phases": {
+                "examples": {"enabled": False},
+                "stateful": {
+                    "max-steps": STEPS,
+                    # The document's own links, not links guessed from names.
+                    "inference": {"algorithms": []},
+                },
+            },
+            "checks": {"enabled": False, **{name: {"enabled": True} for name in CHECKS}},
+        }
+    )
+
+
+@pytest.fixture(scope="module", params=BACKENDS)
+def server(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Taskq]:
+    folder = tmp_path_factory.mktemp("fuzz")
+    if request.param == "sqlite":
+        db_url = f"sqlite:///{folder / 'taskq.db'}"
+    else:
+        db_url = request.getfixturevalue("postgresql_url")
+        empty_postgresql(db_url)
+    launcher = Launcher(folder, db_url)
+    try:
+        yield launcher("--db", db_url, "--port", "0", defaults=False)
+    finally:
+        launcher.close()
+
+
+def openapi_document() -> dict[str, Any]:
+    """What ``/openapi.json`` serves: the document needs the routes, not a running queue."""
+    app = create_app(Queue.__new__(Queue))
+
+    async def read() -> dict[str, Any]:
+        response = await app.test_client().get("/openapi.json")
+        assert response.status_code == 200
+        document: dict[str, Any] = await response.get_json()
+        return document
+
+    return trio.run(read)
+
+
+schema = schemathesis.openapi.from_dict(openapi_document(), config=fuzz_config())
+
+
+def call_kwargs(server: Taskq, case: Case) -> dict[str, Any]:
+    if case.operation.path == "/api/events":
+        return {"base_url": server.url, "timeout": EVENTS_READ_SECONDS}
+    return {"base_url": server.url}
+
+
+@schema.parametrize()
+def test_every_operation_answers_as_documented(server: Taskq, case: Case) -> None:
+    case.call_and_validate(**call_kwargs(server, case))
+
+
+def test_linked_calls_answer_as_documented(server: Taskq) -> None:
+    class Machine(schema.as_state_machine()):  # type: ignore[misc]
+        def get_call_kwargs(self, case: Case) -> dict[str, Any]:
+            return call_kwargs(server, case)
+
+    Machine.run(
+        settings=hypothesis.settings(
+            max_examples=EXAMPLES,
+            stateful_step_count=STEPS,
+            deadline=None,
+            database=None,
+            derandomize=True,
+            suppress_health_check=list(hypothesis.HealthCheck),
+        )
+    )
