@@ -12,6 +12,7 @@ from typing import Any
 from quart import Blueprint, Quart
 from quart_schema import QuartSchema, validate_querystring, validate_request
 from quart_trio import QuartTrio
+from werkzeug.routing import BaseConverter
 
 from taskq.api import dashboard, errors, ops
 from taskq.api.errors import parse_id
@@ -38,6 +39,16 @@ from taskq.queue import DEFAULT, Queue
 Response = tuple[Any, int]
 
 
+class TaskIdConverter(BaseConverter):
+    """A task id segment: any text (``parse_id`` makes a bad one a 422) but ``batch``.
+
+    So ``PUT /api/tasks/batch`` is a 405 that names the batch route's POST,
+    not a task id that is not a number.
+    """
+
+    regex = r"(?!batch$)[^/]+"
+
+
 def create_app(queue: Queue, monitor: Monitor | None = None) -> Quart:
     """The app over ``queue``; ``monitor`` (the running system's) feeds the operator routes."""
     monitor = monitor or Monitor()
@@ -54,6 +65,7 @@ def create_app(queue: Queue, monitor: Monitor | None = None) -> Quart:
     # Fields in the order the API document lists them; after QuartSchema, which
     # installs its own JSON provider.
     app.json.sort_keys = False  # type: ignore[attr-defined]
+    app.url_map.converters["task_id"] = TaskIdConverter
     app.register_blueprint(_tasks(queue))
     app.register_blueprint(_workers(queue))
     app.register_blueprint(ops.blueprint(queue, monitor))
@@ -98,13 +110,13 @@ def _tasks(queue: Queue) -> Blueprint:
         )
         return [task_json(task) for task in found], 200
 
-    @tasks.get("/<task_id>")
+    @tasks.get("/<task_id:task_id>")
     @responds(200, TaskOut, errors=(404, 422, 503))
     async def get_task(task_id: str) -> Response:
         """One task."""
         return task_json(await queue.get_task(parse_id(task_id, "task_id"))), 200
 
-    @tasks.put("/<task_id>")
+    @tasks.put("/<task_id:task_id>")
     @validate_request(TaskUpdate)
     @responds(200, TaskOut, errors=(400, 404, 409, 422, 503))
     async def update_task(task_id: str, data: TaskUpdate) -> Response:
@@ -121,26 +133,26 @@ def _tasks(queue: Queue) -> Blueprint:
         task = await queue.update_task(parse_id(task_id, "task_id"), changes)
         return task_json(task), 200
 
-    @tasks.delete("/<task_id>")
+    @tasks.delete("/<task_id:task_id>")
     @responds(204, description="Deleted", errors=(404, 422, 503))
     async def delete_task(task_id: str) -> Response:
         """Delete a task in any state; a running one is cancelled."""
         await queue.delete_task(parse_id(task_id, "task_id"))
         return "", 204
 
-    @tasks.patch("/<task_id>/pause")
+    @tasks.patch("/<task_id:task_id>/pause")
     @responds(200, TaskOut, errors=(404, 422, 503))
     async def pause_task(task_id: str) -> Response:
         """Pause a pending, scheduled or running task."""
         return task_json(await queue.pause_task(parse_id(task_id, "task_id"))), 200
 
-    @tasks.patch("/<task_id>/resume")
+    @tasks.patch("/<task_id:task_id>/resume")
     @responds(200, TaskOut, errors=(404, 422, 503))
     async def resume_task(task_id: str) -> Response:
         """Resume a paused task."""
         return task_json(await queue.resume_task(parse_id(task_id, "task_id"))), 200
 
-    @tasks.post("/<task_id>/retry")
+    @tasks.post("/<task_id:task_id>/retry")
     @responds(200, TaskOut, errors=(404, 409, 422, 503))
     async def retry_task(task_id: str) -> Response:
         """Put a failed task back in the queue with a fresh attempt budget."""

@@ -22,7 +22,6 @@ from pydantic import (
     WithJsonSchema,
     model_validator,
 )
-from pydantic.json_schema import SkipJsonSchema
 
 from taskq.config import (
     BATCH_TASKS_MAX,
@@ -73,22 +72,49 @@ Timestamp = Annotated[
         }
     ),
 ]
-# A field that may be left out but, when given, may not be null: documented without the null.
-Unset = SkipJsonSchema[None]
 
 
-def _without_default(schema: dict[str, Any]) -> None:
+def _not_null(schema: dict[str, Any]) -> None:
+    """Documents a ``_left_out`` field as its type alone: null is no value it takes."""
     schema.pop("default", None)
+    for alternative in schema.pop("anyOf", []):
+        if alternative != {"type": "null"}:
+            schema.update(alternative)
 
 
 def _left_out() -> Any:
-    """The default of an ``Unset`` field, kept out of the document: null is no value it takes."""
-    return Field(None, json_schema_extra=_without_default)
+    """The default of a field that may be left out but, when given, may not be null.
+
+    ``_TaskBody`` refuses the null; the field stays ``X | None`` for pydantic, so that
+    its errors read as those of ``X``.
+    """
+    return Field(None, json_schema_extra=_not_null)
 
 
 Payload = Annotated[dict[str, Any], AfterValidator(_strict_json)]
-TaskName = Annotated[StrictStr, Field(min_length=1, max_length=TASK_NAME_MAX_LENGTH)]
-WorkerName = Annotated[StrictStr, Field(min_length=1, max_length=WORKER_NAME_MAX_LENGTH)]
+
+
+def _no_nul(value: str) -> str:
+    """PostgreSQL text cannot hold NUL; refused on every backend, so that the API is one."""
+    if "\x00" in value:
+        raise ValueError("must not contain the NUL character (\\u0000)")
+    return value
+
+
+# The pattern only documents what ``_no_nul`` checks (with a clearer error than a pattern's).
+_NO_NUL = Field(json_schema_extra={"pattern": "^[^\\u0000]*$"})
+TaskName = Annotated[
+    StrictStr,
+    Field(min_length=1, max_length=TASK_NAME_MAX_LENGTH),
+    _NO_NUL,
+    AfterValidator(_no_nul),
+]
+WorkerName = Annotated[
+    StrictStr,
+    Field(min_length=1, max_length=WORKER_NAME_MAX_LENGTH),
+    _NO_NUL,
+    AfterValidator(_no_nul),
+]
 # Strict: "3" or 3.0 or true are not priorities.
 PriorityValue = Annotated[int, Field(strict=True, ge=Priority.LOW, le=Priority.CRITICAL)]
 MaxAttempts = Annotated[int, Field(strict=True, ge=1, le=MAX_ATTEMPTS_LIMIT)]
@@ -121,7 +147,7 @@ class TaskCreate(_TaskBody):
     payload: Payload
     priority: PriorityValue = Priority.MEDIUM
     scheduled_at: UtcDatetime | None = None
-    max_attempts: MaxAttempts | Unset = _left_out()
+    max_attempts: MaxAttempts | None = _left_out()
     timeout: TimeoutSeconds | None = None
 
 
@@ -132,11 +158,11 @@ class TaskBatchCreate(_Body):
 class TaskUpdate(_TaskBody):
     """Every field optional; only those present are changed."""
 
-    name: TaskName | Unset = _left_out()
-    payload: Payload | Unset = _left_out()
-    priority: PriorityValue | Unset = _left_out()
+    name: TaskName | None = _left_out()
+    payload: Payload | None = _left_out()
+    priority: PriorityValue | None = _left_out()
     scheduled_at: UtcDatetime | None = None
-    max_attempts: MaxAttempts | Unset = _left_out()
+    max_attempts: MaxAttempts | None = _left_out()
     timeout: TimeoutSeconds | None = None
 
 
