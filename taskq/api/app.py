@@ -9,7 +9,7 @@ from __future__ import annotations
 from importlib import metadata
 from typing import Any
 
-from quart import Blueprint, Quart
+from quart import Blueprint, Quart, request
 from quart_schema import QuartSchema, validate_querystring, validate_request
 from quart_trio import QuartTrio
 from werkzeug.routing import BaseConverter
@@ -72,7 +72,18 @@ def create_app(queue: Queue, monitor: Monitor | None = None) -> Quart:
     app.register_blueprint(dashboard.blueprint())
     ops.time_requests(app, monitor.metrics)
     errors.register(app)
+    app.before_request(_read_body)
     return app
+
+
+async def _read_body() -> None:
+    """Every request body is read before the answer, even where the route takes none.
+
+    Hypercorn (h11) stops reading a keep-alive connection when the rest of a
+    body arrives after the response went out (a 404, a 405, a DELETE sent with
+    a body): the client's next request on that connection then hangs.
+    """
+    await request.get_data()
 
 
 def _tasks(queue: Queue) -> Blueprint:

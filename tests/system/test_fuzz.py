@@ -24,12 +24,16 @@ one keeps CI reproducible).
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 from collections.abc import Iterator
+from types import SimpleNamespace
 from typing import Any
 
+import httpx
 import hypothesis
+import hypothesis.errors
 import pytest
 import schemathesis
 import trio
@@ -49,6 +53,8 @@ STEPS = 8
 # Per request; an event stream is cut after this long (it never ends by itself).
 REQUEST_TIMEOUT_SECONDS = 10.0
 EVENTS_READ_SECONDS = 0.25
+KEEP_ALIVE_TRIES = 20
+KEEP_ALIVE_TIMEOUT_SECONDS = 2.0
 
 CHECKS = (
     "not_a_server_error",
@@ -131,11 +137,13 @@ def test_linked_calls_answer_as_documented(server: Taskq) -> None:
     """
     answered: list[tuple[str, int]] = []
     failures: list[str] = []
+    scenarios = SimpleNamespace(count=0)
 
     @hypothesis.seed(SEED)
     class Machine(schema.as_state_machine()):  # type: ignore[misc]
         def setup(self) -> None:
             self.calls: list[str] = []
+            scenarios.count += 1
 
         def get_call_kwargs(self, case: Case) -> dict[str, Any]:
             return call_kwargs(server, case)
@@ -153,16 +161,20 @@ def test_linked_calls_answer_as_documented(server: Taskq) -> None:
             except FailureGroup as failure:
                 failures.append("\n".join([*self.calls, str(failure)]))
 
-    Machine.run(
-        settings=hypothesis.settings(
-            max_examples=EXAMPLES,
-            stateful_step_count=STEPS,
-            deadline=None,
-            database=None,
-            phases=[hypothesis.Phase.generate],
-            suppress_health_check=list(hypothesis.HealthCheck),
-        )
+    settings = hypothesis.settings(
+        max_examples=EXAMPLES,
+        stateful_step_count=STEPS,
+        deadline=None,
+        database=None,
+        phases=[hypothesis.Phase.generate],
+        suppress_health_check=list(hypothesis.HealthCheck),
     )
+    # Hypothesis also replays prefixes of earlier scenarios to explore around them; against a
+    # server whose state has moved on they draw differently (Flaky). That ends a run, not the
+    # test: another run goes on until the number of scenarios asked for has been played.
+    while scenarios.count < EXAMPLES:
+        with contextlib.suppress(hypothesis.errors.Flaky):
+            Machine.run(settings=settings)
     assert not failures, f"{len(failures)} failing scenarios; the first:\n{failures[0]}"
     # The links led somewhere: calls on a task and on a worker that a scenario created.
     reached = {path for path, status in answered if status < 300}
@@ -174,18 +186,43 @@ def test_linked_calls_answer_as_documented(server: Taskq) -> None:
 @pytest.mark.parametrize(
     ("method", "path", "allowed"),
     [
-        ("PUT", "/api/tasks/batch", "POST"),
-        ("GET", "/api/tasks/batch", "POST"),
-        ("TRACE", "/healthz", "GET, HEAD, OPTIONS"),
+        ("PUT", "/api/tasks/batch", {"POST"}),
+        ("GET", "/api/tasks/batch", {"POST"}),
+        ("TRACE", "/healthz", {"GET", "HEAD"}),
     ],
 )
 def test_an_undeclared_method_is_a_405_that_lists_the_allowed_ones(
-    server: Taskq, method: str, path: str, allowed: str
+    server: Taskq, method: str, path: str, allowed: set[str]
 ) -> None:
     response = server.client.request(method, path, json={"tasks": [{"name": "x", "payload": {}}]})
     assert response.status_code == 405, response.text
-    assert response.headers["Allow"] == allowed
+    assert set(response.headers["Allow"].split(", ")) - {"OPTIONS"} == allowed
     assert response.json()["detail"]
+
+
+@pytest.mark.parametrize(
+    ("method", "path"),
+    [
+        ("PUT", "/healthz"),
+        ("GET", "/nowhere"),
+        ("DELETE", "/api/tasks/999999"),
+        ("PATCH", "/api/workers/999999/heartbeat"),
+    ],
+)
+def test_a_body_the_route_does_not_read_leaves_the_connection_usable(
+    server: Taskq, method: str, path: str
+) -> None:
+    """The fuzzer's requests timed out now and then: hypercorn stopped reading a keep-alive
+    connection whose request body arrived after the answer. It happened about once in 13
+    tries, so each case tries 20 times, on a new connection each time.
+    """
+    for attempt in range(KEEP_ALIVE_TRIES):
+        with httpx.Client(base_url=server.url, timeout=KEEP_ALIVE_TIMEOUT_SECONDS) as client:
+            client.request(method, path, json={"attempt": attempt, "padding": "x" * attempt * 37})
+            try:
+                assert client.get("/healthz").status_code == 200
+            except httpx.ReadTimeout:
+                pytest.fail(f"the connection hung after {method} {path} (try {attempt + 1})")
 
 
 def test_a_body_left_out_is_a_422(server: Taskq) -> None:
