@@ -53,7 +53,13 @@ STEPS = 8
 # Per request; an event stream is cut after this long (it never ends by itself).
 REQUEST_TIMEOUT_SECONDS = 10.0
 EVENTS_READ_SECONDS = 0.25
-KEEP_ALIVE_TRIES = 20
+KEEP_ALIVE_TRIES = 40
+UNREAD_BODIES = [
+    ("PUT", "/healthz"),
+    ("GET", "/nowhere"),
+    ("DELETE", "/api/tasks/999999"),
+    ("PATCH", "/api/workers/999999/heartbeat"),
+]
 KEEP_ALIVE_TIMEOUT_SECONDS = 2.0
 
 CHECKS = (
@@ -200,23 +206,16 @@ def test_an_undeclared_method_is_a_405_that_lists_the_allowed_ones(
     assert response.json()["detail"]
 
 
-@pytest.mark.parametrize(
-    ("method", "path"),
-    [
-        ("PUT", "/healthz"),
-        ("GET", "/nowhere"),
-        ("DELETE", "/api/tasks/999999"),
-        ("PATCH", "/api/workers/999999/heartbeat"),
-    ],
-)
-def test_a_body_the_route_does_not_read_leaves_the_connection_usable(
-    server: Taskq, method: str, path: str
-) -> None:
+# The HTTP layer's: one backend is enough.
+@pytest.mark.parametrize("server", ["sqlite"], indirect=True)
+def test_a_body_the_route_does_not_read_leaves_the_connection_usable(server: Taskq) -> None:
     """The fuzzer's requests timed out now and then: hypercorn stopped reading a keep-alive
-    connection whose request body arrived after the answer. It happened about once in 13
-    tries, so each case tries 20 times, on a new connection each time.
+    connection whose request body arrived after the answer (a 404, a 405, a route that
+    takes no body). It happened about once in 13 tries, so this tries 40 times, on a new
+    connection each time.
     """
     for attempt in range(KEEP_ALIVE_TRIES):
+        method, path = UNREAD_BODIES[attempt % len(UNREAD_BODIES)]
         with httpx.Client(base_url=server.url, timeout=KEEP_ALIVE_TIMEOUT_SECONDS) as client:
             client.request(method, path, json={"attempt": attempt, "padding": "x" * attempt * 37})
             try:
