@@ -9,10 +9,11 @@ from __future__ import annotations
 from importlib import metadata
 from typing import Any
 
-from quart import Blueprint, Quart
+from quart import Blueprint, Quart, request
 from quart import Response as QuartResponse
 from quart_schema import QuartSchema
 from quart_trio import QuartTrio
+from werkzeug.routing import BaseConverter
 
 from taskq.api import auth, dashboard, errors, ops
 from taskq.api.bodies import json_body, query, reply
@@ -40,6 +41,16 @@ from taskq.monitor import Monitor
 from taskq.queue import DEFAULT, Queue
 
 Response = QuartResponse | tuple[str, int]
+
+
+class TaskIdConverter(BaseConverter):
+    """A task id segment: any text (``parse_id`` makes a bad one a 422) but ``batch``.
+
+    So ``PUT /api/tasks/batch`` is a 405 that names the batch route's POST,
+    not a task id that is not a number.
+    """
+
+    regex = r"(?!batch$)[^/]+"
 
 
 def create_app(
@@ -74,11 +85,13 @@ def create_app(
     # Fields in the order the API document lists them; after QuartSchema, which
     # installs its own JSON provider.
     app.json.sort_keys = False  # type: ignore[attr-defined]
+    app.url_map.converters["task_id"] = TaskIdConverter
     app.register_blueprint(_tasks(queue, settings.payload_depth_max))
     app.register_blueprint(_workers(queue))
     app.register_blueprint(ops.blueprint(queue, monitor))
     app.register_blueprint(dashboard.blueprint())
     ops.time_requests(app, monitor.metrics)
+    app.before_request(_read_body)
     auth.install(app, settings.api_tokens)
     errors.register(app)
     return app
@@ -93,6 +106,16 @@ def _limits(settings: Settings) -> str:
         "further ones get 503 with Retry-After. When API tokens are configured, every "
         "route but /healthz and /readyz needs `Authorization: Bearer <token>` (401 otherwise)."
     )
+
+
+async def _read_body() -> None:
+    """Every request body is read before the answer, even where the route takes none.
+
+    Hypercorn (h11) stops reading a keep-alive connection when the rest of a
+    body arrives after the response went out (a 404, a 405, a DELETE sent with
+    a body): the client's next request on that connection then hangs.
+    """
+    await request.get_data()
 
 
 def _tasks(queue: Queue, depth_max: int) -> Blueprint:
@@ -133,13 +156,13 @@ def _tasks(queue: Queue, depth_max: int) -> Blueprint:
         )
         return reply([task_json(task) for task in found], 200)
 
-    @tasks.get("/<task_id>")
+    @tasks.get("/<task_id:task_id>")
     @responds(200, TaskOut, errors=(404, 422, 503))
     async def get_task(task_id: str) -> Response:
         """One task."""
         return reply(task_json(await queue.get_task(parse_id(task_id, "task_id"))), 200)
 
-    @tasks.put("/<task_id>")
+    @tasks.put("/<task_id:task_id>")
     @json_body(TaskUpdate)
     @responds(200, TaskOut, errors=(400, 404, 409, 422, 503))
     async def update_task(task_id: str, data: TaskUpdate) -> Response:
@@ -157,26 +180,26 @@ def _tasks(queue: Queue, depth_max: int) -> Blueprint:
         task = await queue.update_task(parse_id(task_id, "task_id"), changes)
         return reply(task_json(task), 200)
 
-    @tasks.delete("/<task_id>")
+    @tasks.delete("/<task_id:task_id>")
     @responds(204, description="Deleted", errors=(404, 422, 503))
     async def delete_task(task_id: str) -> Response:
         """Delete a task in any state; a running one is cancelled."""
         await queue.delete_task(parse_id(task_id, "task_id"))
         return "", 204
 
-    @tasks.patch("/<task_id>/pause")
+    @tasks.patch("/<task_id:task_id>/pause")
     @responds(200, TaskOut, errors=(404, 422, 503))
     async def pause_task(task_id: str) -> Response:
         """Pause a pending, scheduled or running task."""
         return reply(task_json(await queue.pause_task(parse_id(task_id, "task_id"))), 200)
 
-    @tasks.patch("/<task_id>/resume")
+    @tasks.patch("/<task_id:task_id>/resume")
     @responds(200, TaskOut, errors=(404, 422, 503))
     async def resume_task(task_id: str) -> Response:
         """Resume a paused task."""
         return reply(task_json(await queue.resume_task(parse_id(task_id, "task_id"))), 200)
 
-    @tasks.post("/<task_id>/retry")
+    @tasks.post("/<task_id:task_id>/retry")
     @responds(200, TaskOut, errors=(404, 409, 422, 503))
     async def retry_task(task_id: str) -> Response:
         """Put a failed task back in the queue with a fresh attempt budget."""

@@ -33,7 +33,7 @@ def blueprint() -> Blueprint:
         return await send_from_directory(STATIC, "docs.html")
 
     @pages.get("/static/<path:name>")
-    @responds(200, media_type="text/plain", description="A file of the pages", errors=(404,))
+    @responds(200, media_type="text/*", description="A file of the pages", errors=(404,))
     async def asset(name: str) -> Response:
         """A script or style sheet of the pages."""
         return await send_from_directory(STATIC, name)

@@ -8,7 +8,7 @@ from typing import Any
 from pydantic import ValidationError
 from quart import Quart, current_app, request
 from quart_schema import RequestSchemaValidationError
-from werkzeug.exceptions import HTTPException
+from werkzeug.exceptions import HTTPException, MethodNotAllowed
 
 from taskq.config import RETRY_AFTER_SECONDS
 from taskq.errors import Conflict, NotFound, Overloaded, TaskqError, Unavailable
@@ -19,7 +19,8 @@ log = logging.getLogger(__name__)
 MAX_ID = 2**63 - 1
 
 Response = tuple[dict[str, Any], int]
-ResponseWithHeaders = tuple[dict[str, Any], int, dict[str, str]]
+Headers = dict[str, str]
+ResponseWithHeaders = tuple[dict[str, Any], int, Headers]
 
 
 class InvalidInput(Exception):
@@ -73,14 +74,18 @@ def register(app: Quart) -> None:
         return {"detail": error.detail}, _status_of(error)
 
     @app.errorhandler(HTTPException)
-    async def http_error(error: HTTPException) -> Response:
+    async def http_error(error: HTTPException) -> Response | ResponseWithHeaders:
         code = error.code or 500
         if code == 400:
             return {"detail": "the request body is not valid JSON"}, 400
         if code == 413:
             limit = current_app.config["MAX_CONTENT_LENGTH"]
             return {"detail": f"the request body is larger than {limit} bytes"}, 413
-        return {"detail": error.description or error.name}, code
+        detail = {"detail": error.description or error.name}
+        if isinstance(error, MethodNotAllowed) and error.valid_methods:
+            # A 405 says which methods the resource does allow (RFC 9110).
+            return detail, code, {"Allow": ", ".join(sorted(error.valid_methods))}
+        return detail, code
 
     @app.errorhandler(UnicodeDecodeError)
     async def undecodable_body(error: UnicodeDecodeError) -> Response:

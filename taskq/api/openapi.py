@@ -3,9 +3,12 @@
 quart-schema documents JSON bodies from pydantic models. ``responds`` adds
 the rest: the error statuses a route really answers (each ``{"detail": ...}``),
 bodies that are not JSON (``text/event-stream``, Prometheus text, HTML) and
-empty ones (204). Path ids are documented as the integers they must be. Every
-route taking a body may answer 413; when API tokens are configured, every route
-but the probes may answer 401 and the document says which need the token.
+empty ones (204). Path ids are documented as the integers they must be, and
+a JSON body as required. Every route taking a body may answer 413; when API
+tokens are configured, every route but the probes may answer 401 and the
+document says which need the token. Links say where the id of a task or a
+worker that an operation answers can go next, so that a client (or a fuzzer)
+can follow them.
 """
 
 from __future__ import annotations
@@ -40,6 +43,33 @@ ERRORS = {
     503: "taskq is stopping or could not complete the request; try again",
 }
 
+# The operations on one task or one worker, by operationId, and what names it in their path.
+TASK_OPERATIONS = (
+    "get_get_task",
+    "put_update_task",
+    "delete_delete_task",
+    "patch_pause_task",
+    "patch_resume_task",
+    "post_retry_task",
+)
+WORKER_OPERATIONS = ("get_get_worker", "patch_heartbeat", "patch_set_status")
+# Operation → (its success status, the path parameter its answer's id fills, where that id
+# is in the answer, the operations that take it).
+LINKS: dict[str, tuple[int, str, str, tuple[str, ...]]] = {
+    "post_create_task": (201, "task_id", "$response.body#/id", TASK_OPERATIONS),
+    "post_create_tasks": (201, "task_id", "$response.body#/tasks/0/id", TASK_OPERATIONS),
+    **{
+        operation: (200, "task_id", "$response.body#/id", TASK_OPERATIONS)
+        for operation in TASK_OPERATIONS
+        if operation != "delete_delete_task"
+    },
+    "post_create_worker": (201, "worker_id", "$response.body#/id", WORKER_OPERATIONS),
+    **{
+        operation: (200, "worker_id", "$response.body#/id", WORKER_OPERATIONS)
+        for operation in WORKER_OPERATIONS
+    },
+}
+
 
 def responds(
     status: int,
@@ -48,11 +78,13 @@ def responds(
     errors: tuple[int, ...] = (),
     media_type: str | None = None,
     description: str = "",
+    schema: dict[str, Any] | None = None,
 ) -> Callable[[F], F]:
     """Document a route's success response and the error statuses it may answer.
 
     ``model`` is a pydantic model for a JSON body; without one, the body is
-    ``media_type`` text, or nothing at all when that is None too.
+    ``media_type`` (``schema`` says what it holds, text by default), or
+    nothing at all when that is None too.
     """
 
     def decorate(route: F) -> F:
@@ -60,8 +92,8 @@ def responds(
             route = document_response(ErrorOut, code)(route)
         if model is not None:
             return document_response(model, status)(route)
-        raw: dict[int, tuple[str | None, str]] = dict(getattr(route, _RAW, {}))
-        raw[status] = (media_type, description)
+        raw: dict[int, tuple[str | None, str, dict[str, Any]]] = dict(getattr(route, _RAW, {}))
+        raw[status] = (media_type, description, schema or {"type": "string"})
         setattr(route, _RAW, raw)
         return route
 
@@ -69,6 +101,23 @@ def responds(
 
 
 class Provider(OpenAPIProvider):
+    def schema(self) -> dict[str, Any]:
+        document = super().schema()
+        operations = {
+            operation["operationId"]: operation
+            for path in document["paths"].values()
+            for operation in path.values()
+        }
+        for source, (status, parameter, expression, targets) in LINKS.items():
+            unknown = {source, *targets} - operations.keys()
+            if unknown:
+                raise KeyError(f"links name operations that do not exist: {sorted(unknown)}")
+            operations[source]["responses"][status]["links"] = {
+                target: {"operationId": target, "parameters": {parameter: expression}}
+                for target in targets
+            }
+        return document
+
     def build_paths(self, rule: Rule) -> tuple[dict[str, Any], dict[str, Any]]:
         paths, components = super().build_paths(rule)
         route = self._app.view_functions[rule.endpoint]
@@ -84,6 +133,8 @@ class Provider(OpenAPIProvider):
                 for code in sorted(extra):
                     responses = {**responses, str(code): _error_response()}
                 operation["responses"] = _described(responses, route)
+                if "requestBody" in operation:
+                    operation["requestBody"] = operation["requestBody"] | {"required": True}
         return paths, components
 
     def build_path_parameter(self, name: str, converter: BaseConverter) -> dict[str, Any]:
@@ -101,10 +152,10 @@ def _described(responses: dict[Any, Any], route: Callable[..., Any]) -> dict[Any
         if int(status) in ERRORS:
             response["description"] = ERRORS[int(status)]
         described[status] = response
-    for status, (media_type, description) in getattr(route, _RAW, {}).items():
+    for status, (media_type, description, schema) in getattr(route, _RAW, {}).items():
         response = {"description": description}
         if media_type is not None:
-            response["content"] = {media_type: {"schema": {"type": "string"}}}
+            response["content"] = {media_type: {"schema": schema}}
         described[status] = response
     return described
 

@@ -35,6 +35,18 @@ EVENT_STREAM = "text/event-stream"
 RECONNECT_MS = 1000
 # At most this many changes are written to a stream in one chunk.
 EVENTS_PER_WRITE = 256
+# One event as an EventSource reads it. Its ``data`` is a change as JSON (or, without an
+# ``id``, ``{"kind": "stream.reset"}``); the stream's opening ``retry`` carries none.
+EVENT_SCHEMA: dict[str, Any] = {
+    "type": "object",
+    "properties": {
+        "data": {"type": "string", "contentMediaType": "application/json"},
+        "id": {"type": "string", "pattern": "^[0-9]+$"},
+        "event": {"type": "string"},
+        "retry": {"type": "integer"},
+    },
+    "required": ["data"],
+}
 
 
 def blueprint(queue: Queue, monitor: Monitor) -> Blueprint:
@@ -86,6 +98,7 @@ def blueprint(queue: Queue, monitor: Monitor) -> Blueprint:
         media_type=EVENT_STREAM,
         description="Server-Sent Events: one JSON change per event, its id the change number",
         errors=(422, 503),
+        schema=EVENT_SCHEMA,
     )
     async def events(query_args: EventsQuery) -> Response:
         """Committed task and worker changes, live.

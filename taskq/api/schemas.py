@@ -19,6 +19,7 @@ from pydantic import (
     Field,
     RootModel,
     StrictStr,
+    WithJsonSchema,
     model_validator,
 )
 
@@ -60,9 +61,60 @@ def _strict_json(value: dict[str, Any]) -> dict[str, Any]:
 
 
 UtcDatetime = Annotated[datetime, BeforeValidator(_iso_text), AfterValidator(_as_naive_utc)]
+# What a response carries, documented as such: JSON Schema's "date-time" would demand an offset.
+Timestamp = Annotated[
+    datetime,
+    WithJsonSchema(
+        {
+            "type": "string",
+            "pattern": r"^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}(\.\d{6})?$",
+            "description": "naive UTC, ISO 8601",
+        }
+    ),
+]
+
+
+def _not_null(schema: dict[str, Any]) -> None:
+    """Documents a ``_left_out`` field as its type alone: null is no value it takes."""
+    schema.pop("default", None)
+    for alternative in schema.pop("anyOf", []):
+        if alternative != {"type": "null"}:
+            schema.update(alternative)
+
+
+def _left_out() -> Any:
+    """The default of a field that may be left out but, when given, may not be null.
+
+    ``_TaskBody`` refuses the null; the field stays ``X | None`` for pydantic, so that
+    its errors read as those of ``X``.
+    """
+    return Field(None, json_schema_extra=_not_null)
+
+
 Payload = Annotated[dict[str, Any], AfterValidator(_strict_json)]
-TaskName = Annotated[StrictStr, Field(min_length=1, max_length=TASK_NAME_MAX_LENGTH)]
-WorkerName = Annotated[StrictStr, Field(min_length=1, max_length=WORKER_NAME_MAX_LENGTH)]
+
+
+def _no_nul(value: str) -> str:
+    """PostgreSQL text cannot hold NUL; refused on every backend, so that the API is one."""
+    if "\x00" in value:
+        raise ValueError("must not contain the NUL character (\\u0000)")
+    return value
+
+
+# The pattern only documents what ``_no_nul`` checks (with a clearer error than a pattern's).
+_NO_NUL = Field(json_schema_extra={"pattern": "^[^\\u0000]*$"})
+TaskName = Annotated[
+    StrictStr,
+    Field(min_length=1, max_length=TASK_NAME_MAX_LENGTH),
+    _NO_NUL,
+    AfterValidator(_no_nul),
+]
+WorkerName = Annotated[
+    StrictStr,
+    Field(min_length=1, max_length=WORKER_NAME_MAX_LENGTH),
+    _NO_NUL,
+    AfterValidator(_no_nul),
+]
 # Strict: "3" or 3.0 or true are not priorities.
 PriorityValue = Annotated[int, Field(strict=True, ge=Priority.LOW, le=Priority.CRITICAL)]
 MaxAttempts = Annotated[int, Field(strict=True, ge=1, le=MAX_ATTEMPTS_LIMIT)]
@@ -95,7 +147,7 @@ class TaskCreate(_TaskBody):
     payload: Payload
     priority: PriorityValue = Priority.MEDIUM
     scheduled_at: UtcDatetime | None = None
-    max_attempts: MaxAttempts | None = None
+    max_attempts: MaxAttempts | None = _left_out()
     timeout: TimeoutSeconds | None = None
 
 
@@ -106,11 +158,11 @@ class TaskBatchCreate(_Body):
 class TaskUpdate(_TaskBody):
     """Every field optional; only those present are changed."""
 
-    name: TaskName | None = None
-    payload: Payload | None = None
-    priority: PriorityValue | None = None
+    name: TaskName | None = _left_out()
+    payload: Payload | None = _left_out()
+    priority: PriorityValue | None = _left_out()
     scheduled_at: UtcDatetime | None = None
-    max_attempts: MaxAttempts | None = None
+    max_attempts: MaxAttempts | None = _left_out()
     timeout: TimeoutSeconds | None = None
 
 
@@ -147,12 +199,12 @@ class TaskOut(BaseModel):
     name: str
     payload: dict[str, Any]
     priority: int = Field(ge=Priority.LOW, le=Priority.CRITICAL)
-    scheduled_at: datetime | None
+    scheduled_at: Timestamp | None
     status: TaskStatus
-    created_at: datetime
-    updated_at: datetime
-    started_at: datetime | None
-    completed_at: datetime | None
+    created_at: Timestamp
+    updated_at: Timestamp
+    started_at: Timestamp | None
+    completed_at: Timestamp | None
     worker_id: int | None
     result: Any
     error: str | None
@@ -178,9 +230,9 @@ class WorkerOut(BaseModel):
     id: int
     name: str
     status: Literal["active", "inactive", "offline"]
-    last_heartbeat: datetime | None
-    created_at: datetime
-    updated_at: datetime
+    last_heartbeat: Timestamp | None
+    created_at: Timestamp
+    updated_at: Timestamp
 
 
 class WorkerListOut(RootModel[list[WorkerOut]]):

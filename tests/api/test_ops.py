@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import json
+import re
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -238,7 +239,7 @@ async def test_openapi_is_valid_and_describes_every_route(client: Client) -> Non
     for rule in app.url_map.iter_rules():
         if rule.rule == "/openapi.json":
             continue
-        path = rule.rule.replace("<path:", "{").replace("<", "{").replace(">", "}")
+        path = re.sub(r"<(?:[^:>]*:)?([^>]+)>", r"{\1}", rule.rule)
         assert path in document["paths"], path
         for method in rule.methods - {"HEAD", "OPTIONS"}:
             operation = document["paths"][path][method.lower()]
