@@ -29,10 +29,15 @@ def _or_unknown(look_up: Callable[[], str]) -> str:
 
 
 def _cpu_model() -> str:
+    """The model name, and whether the kernel runs under a hypervisor (a virtual machine)."""
+    fields = {}
     for line in Path("/proc/cpuinfo").read_text().splitlines():
-        if line.startswith("model name"):
-            return line.split(":", 1)[1].strip()
-    return UNKNOWN
+        name, _, value = line.partition(":")
+        fields.setdefault(name.strip(), value.strip())
+    model = fields.get("model name", UNKNOWN)
+    if "hypervisor" in fields.get("flags", "").split():
+        model += " (virtual machine)"
+    return model
 
 
 def _memory_gb() -> float:
