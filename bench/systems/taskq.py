@@ -369,20 +369,34 @@ def rss_mb(pid: int) -> float:
 
 
 class HttpConnection:
-    """HTTP/1.1 with keep-alive on one socket; enough for JSON request/response."""
+    """HTTP/1.1 with keep-alive on one socket; enough for JSON request/response.
 
-    def __init__(self, stream: trio.SocketStream, host: str) -> None:
+    hypercorn closes a keep-alive connection after 1,000 requests (its
+    ``keep_alive_max_requests``); a GET that finds its connection closed that way is sent
+    again on a new one. Anything else the server closes on is an error.
+    """
+
+    def __init__(self, stream: trio.SocketStream, address: tuple[str, int]) -> None:
         self.stream = stream
-        self.host = host
+        self.address = address
         self.buffer = bytearray()
 
     @classmethod
     async def open(cls, server: Server) -> HttpConnection:
-        host, port = server.address
-        return cls(await trio.open_tcp_stream(host, port), host)
+        return cls(await trio.open_tcp_stream(*server.address), server.address)
 
     async def request(self, method: str, path: str, body: Any = None) -> tuple[int, Any]:
-        head = f"{method} {path} HTTP/1.1\r\nHost: {self.host}\r\n"
+        try:
+            return await self._exchange(method, path, body)
+        except (ConnectionError, trio.BrokenResourceError):
+            if method != "GET" or self.buffer:
+                raise
+        await self.stream.aclose()
+        self.stream = await trio.open_tcp_stream(*self.address)
+        return await self._exchange(method, path, body)
+
+    async def _exchange(self, method: str, path: str, body: Any) -> tuple[int, Any]:
+        head = f"{method} {path} HTTP/1.1\r\nHost: {self.address[0]}\r\n"
         data = b""
         if body is not None:
             data = json.dumps(body).encode()
