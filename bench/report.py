@@ -249,7 +249,7 @@ def chart(documents: dict[str, Document], path: Path) -> bool:
 
 def _target(label: str, shown: str, value: Any, met: Callable[[Any], bool]) -> list[str]:
     if value is None:
-        return [label, NO_FIGURE, "not measured"]
+        return [label, NO_FIGURE, "no figure (see its table)"]
     return [label, shown.format(value), "yes" if met(value) else "**no**"]
 
 
