@@ -106,7 +106,10 @@ def peer_table(document: Document) -> list[str]:
     systems: dict[str, Document] = document["systems"]
     baseline = systems.get(BASELINE)
     peers = [name for name in systems if name in PEERS]
-    header = [f"{scenario} (n={document['n']:,})", *systems]
+    header = [f"{scenario} (n={document['n']:,})"]
+    for name, outcome in systems.items():  # a column of another size says so
+        n = figure(outcome, "n")
+        header.append(name if n in (None, document["n"]) else f"{name} (n={n:,})")
     if baseline is not None:
         header += [f"{BASELINE}/{peer}" for peer in peers]
     rows = [header]
