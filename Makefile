@@ -33,8 +33,9 @@ test: $(STAMP)
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
 # Not part of `make test`: starts Redis and PostgreSQL on 127.0.0.1 if they are down,
-# then runs every system's scenarios side by side (docs/benchmarks.md). Options through
-# ARGS, e.g. `make bench ARGS="--quick --only taskq,celery"`.
+# runs every system's scenarios side by side, writes bench/results/*.json and makes
+# docs/benchmarks.md and docs/benchmarks.png from them. Options through ARGS, e.g.
+# `make bench ARGS="--quick --only taskq,celery"` (a quick run writes bench/results/quick/).
 bench: $(BENCH_STAMP)
 	$(BENCH_BIN)/python bench/run.py $(ARGS)
 

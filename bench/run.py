@@ -1,11 +1,18 @@
 """Measure taskq and its peers side by side, in the same run on the same machine.
 
 Each system's scenario runs as its own process, ``bench/systems/<name>.py <scenario>``,
-which starts the system's workers, measures, stops them and prints one JSON object as
-the last line of its output. This script runs them one after another, prints one table
-per scenario with the systems side by side and taskq's ratio to each peer, and (except
-with ``--quick``) writes ``bench/results/<scenario>.json``. A system whose module is
-missing or fails is shown as such, with the last line of its error output.
+which starts the system, measures, stops it and prints one JSON object as the last line
+of its output. This script runs them one after another and prints one table per
+scenario; then (except with ``--quick``) it writes ``bench/results/<scenario>.json`` and
+``bench/results/machine.json`` and makes docs/benchmarks.md and docs/benchmarks.png from
+them (``bench/report.py``). ``--quick`` writes the same into ``bench/results/quick/``
+instead, so a smoke run never overwrites real figures. A system whose module is missing
+or fails is shown as such, with the last line of its error output.
+
+Every system runs throughput, latency and punctuality; throughput also runs taskq over
+HTTP (single creates, then the batch endpoint) and on PostgreSQL. taskq alone runs http
+(create/get beside a bare Quart-Trio endpoint), scale (a deep queue, on SQLite and on
+PostgreSQL) and priority (CRITICAL behind a LOW backlog, on both).
 
     python bench/run.py                        # everything (what `make bench` runs)
     python bench/run.py --quick                # small n: a smoke run of the harness
@@ -17,7 +24,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import socket
 import subprocess
 import sys
@@ -27,26 +33,42 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from common import DEFAULT_LEAD_SECONDS, DEFAULT_N, SCENARIOS
+import machine
+import report
+from common import DEFAULT_LEAD_SECONDS
 
 BENCH = Path(__file__).resolve().parent
 REPO_ROOT = BENCH.parent
 RESULTS = BENCH / "results"
 
-SYSTEMS = ("taskq", "huey", "procrastinate", "rq", "celery")
-BASELINE = "taskq"
-QUICK_N = {"throughput": 500, "latency": 20, "punctuality": 20}
-RUN_WITHIN_SECONDS = 900
+QUICK_RESULTS = RESULTS / "quick"
 
-# Per scenario: the figures shown, each with whether more is better (for the note under
-# the table; the ratio is always taskq / peer).
-METRICS: dict[str, tuple[tuple[str, bool], ...]] = {
-    "throughput": (("enqueue_per_s", True), ("end_to_end_per_s", True)),
-    "latency": (("p50_ms", False), ("p99_ms", False)),
-    "punctuality": (("p50_ms", False), ("p99_ms", False), ("max_ms", False), ("min_ms", False)),
+SYSTEMS = ("taskq", *report.PEERS)
+BASELINE = report.BASELINE
+SCENARIOS = (*report.PEER_SCENARIOS, *report.TASKQ_SCENARIOS)
+# The size of each run of a system module's scenario, full and --quick.
+FULL_N = {
+    "throughput": 10_000,
+    "latency": 200,
+    "punctuality": 200,
+    "throughput_http": 10_000,
+    "throughput_batch": 50_000,
+    "http": 10_000,
+    "scale": 1_000_000,
+    "priority": 100_000,
 }
-
-NO_FIGURE = "n/a"
+QUICK_N = {
+    "throughput": 500,
+    "latency": 20,
+    "punctuality": 20,
+    "throughput_http": 500,
+    "throughput_batch": 2_000,
+    "http": 500,
+    "scale": 5_000,
+    "priority": 2_000,
+}
+RUN_WITHIN_SECONDS = 1800
+POSTGRES_URL = "postgresql+psycopg://postgres@127.0.0.1:5432/postgres"
 REDIS_ADDRESS = ("127.0.0.1", 6379)
 POSTGRES_ADDRESS = ("127.0.0.1", 5432)
 SERVICE_UP_WITHIN_SECONDS = 30.0
@@ -116,8 +138,21 @@ def last_line(text: str) -> str:
     return lines[-1] if lines else ""
 
 
-def run_one(system: str, scenario: str, options: list[str]) -> Outcome:
-    module = BENCH / "systems" / f"{system}.py"
+@dataclass(frozen=True)
+class Run:
+    """One column of a table: a system module's scenario with its options."""
+
+    label: str
+    module: str
+    scenario: str
+    n: int
+    options: tuple[str, ...] = ()
+
+
+def run_one(run: Run, common_options: list[str]) -> Outcome:
+    system, scenario = run.label, run.scenario
+    options = ["--n", str(run.n), *common_options, *run.options]
+    module = BENCH / "systems" / f"{run.module}.py"
     if not module.exists():
         return Outcome(system, "not available", error=f"{module.relative_to(REPO_ROOT)} not found")
     # -P: the module's own folder must not come first on the path, or bench/systems/rq.py
@@ -147,64 +182,39 @@ def run_one(system: str, scenario: str, options: list[str]) -> Outcome:
     return Outcome(system, "ok", result=result, seconds=seconds)
 
 
-def cell(outcome: Outcome, metric: str) -> str:
-    if outcome.status != "ok":
-        return outcome.status
-    value = outcome.result.get(metric)
-    return NO_FIGURE if value is None else f"{value:,.1f}"
+def runs(scenario: str, systems: list[str], sizes: dict[str, int]) -> list[Run]:
+    """The columns of one scenario's table, in order."""
+    on_postgres = ("--db", POSTGRES_URL)
+    if scenario in report.PEER_SCENARIOS:
+        found = [Run(system, system, scenario, sizes[scenario]) for system in systems]
+        if scenario == "throughput" and BASELINE in systems:
+            found[1:1] = [
+                Run("taskq-postgresql", BASELINE, scenario, sizes[scenario], on_postgres),
+                Run("taskq-http", BASELINE, "throughput_http", sizes["throughput_http"]),
+                Run("taskq-batch", BASELINE, "throughput_batch", sizes["throughput_batch"]),
+            ]
+        return found
+    if BASELINE not in systems:
+        return []
+    if scenario == "http":
+        return [Run(BASELINE, BASELINE, scenario, sizes[scenario])]
+    return [
+        Run("sqlite", BASELINE, scenario, sizes[scenario]),
+        Run("postgresql", BASELINE, scenario, sizes[scenario], on_postgres),
+    ]
 
 
-def ratio(baseline: Outcome | None, peer: Outcome, metric: str) -> str:
-    """taskq / peer, where both measured a figure with the same sign (a ratio of an early
-    start to a late one would mean nothing)."""
-    if baseline is None or baseline.status != "ok" or peer.status != "ok":
-        return NO_FIGURE
-    ours, theirs = baseline.result.get(metric), peer.result.get(metric)
-    if ours is None or theirs is None or ours * theirs <= 0:
-        return NO_FIGURE
-    return f"{ours / theirs:.2f}"
-
-
-def table(scenario: str, n: int, outcomes: list[Outcome]) -> str:
-    """A Markdown table: a row per figure, the systems side by side, then the ratios."""
-    by_system = {outcome.system: outcome for outcome in outcomes}
-    baseline = by_system.get(BASELINE)
-    peers = [outcome for outcome in outcomes if outcome.system != BASELINE]
-    header = [f"{scenario} (n={n:,})"]
-    header += [outcome.system for outcome in outcomes]
-    header += [f"{BASELINE}/{peer.system}" for peer in peers if baseline is not None]
-    rows = [header, ["---"] + ["---:"] * (len(header) - 1)]
-    for metric, more_is_better in METRICS[scenario]:
-        label = f"{metric} ({'higher' if more_is_better else 'lower'} is better)"
-        row = [label] + [cell(outcome, metric) for outcome in outcomes]
-        row += [ratio(baseline, peer, metric) for peer in peers if baseline is not None]
-        rows.append(row)
-    lines = ["| " + " | ".join(row) + " |" for row in rows] + [""]
-    for outcome in outcomes:
-        if outcome.status == "ok":
-            lines.append(f"- {outcome.system}: {outcome.result.get('config', '')}")
-        else:
-            lines.append(f"- {outcome.system}: {outcome.status}: {outcome.error}")
-    return "\n".join(lines)
-
-
-def write_results(scenario: str, n: int, args: argparse.Namespace, outcomes: list[Outcome]) -> None:
-    RESULTS.mkdir(exist_ok=True)
-    document = {
+def document(
+    scenario: str, n: int, args: argparse.Namespace, outcomes: list[Outcome]
+) -> dict[str, Any]:
+    return {
         "scenario": scenario,
         "n": n,
         "date": datetime.now(UTC).isoformat(timespec="seconds"),
-        "machine": {
-            "cpus": os.cpu_count(),
-            "load_average_at_end": [round(load, 2) for load in os.getloadavg()],
-            "python": platform.python_version(),
-            "platform": platform.platform(),
-        },
+        "machine": {"load_average_at_end": [round(load, 2) for load in os.getloadavg()]},
         "options": {"quick": args.quick, "lead": args.lead, "connections": args.connections},
         "systems": {outcome.system: asdict(outcome) for outcome in outcomes},
     }
-    path = RESULTS / f"{scenario}.json"
-    path.write_text(json.dumps(document, indent=2) + "\n")
 
 
 def comma_list(allowed: tuple[str, ...]) -> Any:
@@ -229,7 +239,9 @@ def parse_args() -> argparse.Namespace:
         default=list(SCENARIOS),
         help="scenarios, e.g. latency,punctuality",
     )
-    parser.add_argument("--quick", action="store_true", help="small n: a smoke run")
+    parser.add_argument(
+        "--quick", action="store_true", help="small n, results in bench/results/quick/"
+    )
     parser.add_argument(
         "--lead", type=float, default=DEFAULT_LEAD_SECONDS, help="punctuality: seconds ahead"
     )
@@ -240,20 +252,31 @@ def parse_args() -> argparse.Namespace:
 def main() -> None:
     args = parse_args()
     ensure_services()
+    folder = QUICK_RESULTS if args.quick else RESULTS
+    folder.mkdir(parents=True, exist_ok=True)
+    sizes = QUICK_N if args.quick else FULL_N
     started = time.monotonic()
+    arguments = " ".join(sys.argv[1:])
+    facts = machine.describe(f'make bench ARGS="{arguments}"' if arguments else "make bench")
+    (folder / "machine.json").write_text(json.dumps(facts, indent=2) + "\n")
     systems = [system for system in SYSTEMS if system in args.only]
+    common_options = ["--lead", str(args.lead)]
+    if args.connections:
+        common_options += ["--connections", str(args.connections)]
     for scenario in (scenario for scenario in SCENARIOS if scenario in args.scenarios):
-        n = QUICK_N[scenario] if args.quick else DEFAULT_N[scenario]
-        options = ["--n", str(n), "--lead", str(args.lead)]
-        if args.connections:
-            options += ["--connections", str(args.connections)]
         outcomes = []
-        for system in systems:
-            print(f"{scenario}: {system} ...", file=sys.stderr, flush=True)
-            outcomes.append(run_one(system, scenario, options))
-        print(table(scenario, n, outcomes) + "\n", flush=True)
-        if not args.quick:  # a smoke run's figures would only overwrite real ones
-            write_results(scenario, n, args, outcomes)
+        for run in runs(scenario, systems, sizes):
+            print(f"{scenario}: {run.label} ...", file=sys.stderr, flush=True)
+            outcomes.append(run_one(run, common_options))
+        if not outcomes:
+            continue
+        found = document(scenario, sizes[scenario], args, outcomes)
+        (folder / f"{scenario}.json").write_text(json.dumps(found, indent=2) + "\n")
+        print(report.table(found) + "\n", flush=True)
+    if args.quick:
+        report.write(folder, folder / "benchmarks.md", folder / "benchmarks.png")
+    else:
+        report.write(folder, report.PAGE, report.CHART)
     print(f"bench took {time.monotonic() - started:.0f} s", file=sys.stderr)
 
 

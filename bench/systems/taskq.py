@@ -24,7 +24,8 @@ far below the server's cost, so the client is not the bottleneck):
   only the API is measured) against a bare Quart-Trio endpoint served the same way.
 * ``scale``: claim rate with 1,000 and with N (default 1,000,000) tasks queued,
   ``GET /api/tasks/?status=pending&limit=100`` latency and the server's RSS at depth.
-* ``priority``: a CRITICAL task submitted behind 100,000 queued LOW ones.
+* ``priority``: CRITICAL tasks submitted one at a time behind 100,000 queued LOW ones;
+  POST -> the handler's own start (``bench/taskq_marks.py`` stamps it).
 """
 
 from __future__ import annotations
@@ -82,6 +83,12 @@ DEFAULT_N = {
     "priority": 100_000,
 }
 SCALE_SAMPLE = 1000
+PRIORITY_SAMPLES = 20
+# Between CRITICAL tasks, so that each meets workers busy with LOW ones again.
+PRIORITY_SPACING_SECONDS = 0.05
+MARK_POLL_SECONDS = 0.001
+MARKS_FILE_ENV = "BENCH_MARKS_FILE"
+CRITICAL = int(Priority.CRITICAL)
 PUNCTUALITY_SPACING_SECONDS = 0.01
 
 Json = dict[str, Any]
@@ -238,7 +245,7 @@ async def throughput(args: argparse.Namespace) -> Json:
             "end_to_end_per_s": round(args.n / (finished - started)),
             "n": args.n,
             "config": f"in-process Python API, {args.workers} workers, "
-            f"{bulk_method(queue)}, SQLite WAL synchronous=FULL",
+            f"{bulk_method(queue)}, {backend(args.db)}",
         }
 
     with fresh_database(args.db) as url:
@@ -260,7 +267,7 @@ async def latency(args: argparse.Namespace) -> Json:
             **summary_ms(delays),
             "n": args.n,
             "config": f"in-process Python API, {args.workers} workers, submit -> handler "
-            "start, one task at a time, SQLite WAL synchronous=FULL",
+            f"start, one task at a time, {backend(args.db)}",
         }
 
     with fresh_database(args.db) as url:
@@ -328,22 +335,19 @@ def serve(argv: list[str]) -> Iterator[Server]:
         process.stdout.close()
 
 
-def taskq_server(url: str, workers: int) -> Any:
-    return serve(
-        [
-            sys.executable,
-            "-m",
-            "taskq",
-            "--db",
-            url,
-            "--port",
-            "0",
-            "--workers",
-            str(workers),
-            "--log-level",
-            "WARNING",
-        ]
-    )
+def taskq_server(url: str, workers: int, *modules: str) -> Any:
+    argv = [sys.executable, "-m", "taskq", "--db", url, "--port", "0"]
+    argv += ["--workers", str(workers), "--log-level", "WARNING"]
+    for module in modules:
+        argv += ["--tasks", module]
+    return serve(argv)
+
+
+def backend(url: str | None) -> str:
+    """How the run stores its tasks, as the ``config`` strings say it."""
+    if url is None or make_url(url).get_backend_name() == "sqlite":
+        return "SQLite WAL synchronous=FULL"
+    return "PostgreSQL"
 
 
 def _wait_listening(process: subprocess.Popen[str]) -> str:
@@ -365,20 +369,34 @@ def rss_mb(pid: int) -> float:
 
 
 class HttpConnection:
-    """HTTP/1.1 with keep-alive on one socket; enough for JSON request/response."""
+    """HTTP/1.1 with keep-alive on one socket; enough for JSON request/response.
 
-    def __init__(self, stream: trio.SocketStream, host: str) -> None:
+    hypercorn closes a keep-alive connection after 1,000 requests (its
+    ``keep_alive_max_requests``); a GET that finds its connection closed that way is sent
+    again on a new one. Anything else the server closes on is an error.
+    """
+
+    def __init__(self, stream: trio.SocketStream, address: tuple[str, int]) -> None:
         self.stream = stream
-        self.host = host
+        self.address = address
         self.buffer = bytearray()
 
     @classmethod
     async def open(cls, server: Server) -> HttpConnection:
-        host, port = server.address
-        return cls(await trio.open_tcp_stream(host, port), host)
+        return cls(await trio.open_tcp_stream(*server.address), server.address)
 
     async def request(self, method: str, path: str, body: Any = None) -> tuple[int, Any]:
-        head = f"{method} {path} HTTP/1.1\r\nHost: {self.host}\r\n"
+        try:
+            return await self._exchange(method, path, body)
+        except (ConnectionError, trio.BrokenResourceError):
+            if method != "GET" or self.buffer:
+                raise
+        await self.stream.aclose()
+        self.stream = await trio.open_tcp_stream(*self.address)
+        return await self._exchange(method, path, body)
+
+    async def _exchange(self, method: str, path: str, body: Any) -> tuple[int, Any]:
+        head = f"{method} {path} HTTP/1.1\r\nHost: {self.address[0]}\r\n"
         data = b""
         if body is not None:
             data = json.dumps(body).encode()
@@ -495,8 +513,9 @@ async def throughput_http(args: argparse.Namespace) -> Json:
         found = await http_end_to_end(server, args, requests, 1)
     return {
         **found,
-        "config": f"python -m taskq --workers {args.workers}, SQLite WAL synchronous=FULL; "
-        f"{args.connections} keep-alive connections from a raw-socket Trio client",
+        "config": f"python -m taskq --workers {args.workers}, {backend(args.db)}; single "
+        f"POST /api/tasks/ over {args.connections} keep-alive connections from a raw-socket "
+        "Trio client",
     }
 
 
@@ -520,7 +539,7 @@ async def throughput_batch(args: argparse.Namespace) -> Json:
     found["enqueue_per_s"] = round(found["enqueue_per_s"] * args.n / (len(requests) * SUBMIT_CHUNK))
     return {
         **found,
-        "config": f"python -m taskq --workers {args.workers}, SQLite WAL synchronous=FULL; "
+        "config": f"python -m taskq --workers {args.workers}, {backend(args.db)}; "
         f"POST /api/tasks/batch with {SUBMIT_CHUNK} tasks each over {connections} "
         "keep-alive connections from a raw-socket Trio client",
     }
@@ -552,7 +571,8 @@ async def http(args: argparse.Namespace) -> Json:
         "create_vs_bare": round(create["rps"] / bare["rps"], 3),
         "get_vs_bare": round(get["rps"] / bare["rps"], 3),
         "connections": args.connections,
-        "config": "python -m taskq --workers 0 (the API alone), SQLite WAL synchronous=FULL; "
+        "n": args.n,
+        "config": f"python -m taskq --workers 0 (the API alone), {backend(args.db)}; "
         "bare: a Quart-Trio POST route answering 201 {} on hypercorn, same settings; "
         f"{args.connections} keep-alive connections from a raw-socket Trio client",
     }
@@ -593,31 +613,79 @@ async def scale(args: argparse.Namespace) -> Json:
         "list_pending_ms": summary_ms(times),
         "rss_mb": round(rss, 1),
         "backend": make_url(url).get_backend_name(),
-        "config": f"python -m taskq --workers {args.workers}; claim rate from the started_at "
-        f"of the first {SCALE_SAMPLE} tasks; list latency and RSS while the workers drain",
+        "config": f"python -m taskq --workers {args.workers}, {backend(args.db)}; claim rate "
+        f"from the started_at of the first {SCALE_SAMPLE} tasks of a fresh server; list "
+        "latency (50 requests) and RSS at depth while the workers drain",
     }
 
 
+def read_marks(path: Path) -> dict[int, float]:
+    """What ``bench.mark`` handlers stamped so far: task number -> wall-clock start."""
+    marks = {}
+    for line in path.read_text().splitlines():
+        number, stamp = line.split()
+        marks[int(number)] = float(stamp)
+    return marks
+
+
+async def wait_mark(path: Path, number: int) -> float:
+    deadline = time.monotonic() + START_WITHIN_SECONDS
+    while (found := read_marks(path).get(number)) is None:
+        if time.monotonic() > deadline:
+            raise SystemExit(f"bench.mark {number} never started")
+        await trio.sleep(MARK_POLL_SECONDS)
+    return found
+
+
+def count_status(url: str, status: TaskStatus) -> int:
+    engine = create_engine(url)
+    try:
+        with engine.connect() as connection:
+            query = text("SELECT count(*) FROM tasks WHERE status = :status")
+            return int(connection.execute(query, {"status": str(status)}).scalar_one())
+    finally:
+        engine.dispose()
+
+
 async def priority(args: argparse.Namespace) -> Json:
-    with fresh_database(args.db) as url:
+    """CRITICAL ``bench.mark`` tasks, one at a time, while the workers drain N LOW ones.
+
+    Each delay runs from just before the POST to the handler's own first line (a stamp in
+    the server's process, same wall clock): what a client waits for its urgent task.
+    """
+    with (
+        fresh_database(args.db) as url,
+        tempfile.TemporaryDirectory(prefix="taskq-bench-") as folder,
+    ):
+        marks = Path(folder) / "marks.log"
+        marks.touch()
+        os.environ[MARKS_FILE_ENV] = str(marks)
         fill(url, args.n, "taskq.echo", Priority.LOW)
-        with taskq_server(url, args.workers) as server:
+        with taskq_server(url, args.workers, "bench.taskq_marks") as server:
             connection = await HttpConnection.open(server)
-            await trio.sleep(1.0)  # the workers are busy with the LOW backlog
-            _, created = await connection.request(
-                "POST", "/api/tasks/", echo_body(-1, priority=int(Priority.CRITICAL))
-            )
-            path = f"/api/tasks/{created['id']}"
-            while (task := (await connection.request("GET", path))[1])["started_at"] is None:  # noqa: ASYNC110
-                await trio.sleep(0.005)
+            low_done = "/api/tasks/?status=completed&limit=1"
+            while not (await connection.request("GET", low_done))[1]:  # noqa: ASYNC110 - polls over HTTP
+                await trio.sleep(POLL_SECONDS)
+            delays = []
+            for number in range(PRIORITY_SAMPLES):
+                urgent = {"name": "bench.mark", "payload": {"n": number}, "priority": CRITICAL}
+                await trio.sleep(PRIORITY_SPACING_SECONDS)
+                submitted = time.time()
+                status, created = await connection.request("POST", "/api/tasks/", urgent)
+                assert status == 201, created
+                delays.append((await wait_mark(marks, number) - submitted) * 1000)
             await connection.aclose()
-    began = datetime.fromisoformat(task["started_at"])
-    delay = (began - datetime.fromisoformat(created["created_at"])).total_seconds() * 1000
+        low_pending = count_status(url, TaskStatus.PENDING)
     return {
-        "critical_start_ms": round(delay, 3),
+        **summary_ms(delays),
+        "max_ms": round(max(delays), 3),
+        "samples": PRIORITY_SAMPLES,
         "queued_low": args.n,
-        "config": f"python -m taskq --workers {args.workers}; started_at - created_at of the "
-        "CRITICAL task while the workers drain the LOW ones",
+        "low_pending_after": low_pending,
+        "backend": make_url(url).get_backend_name(),
+        "config": f"python -m taskq --workers {args.workers}, {backend(args.db)}; "
+        f"{args.n:,} LOW taskq.echo queued, then {PRIORITY_SAMPLES} CRITICAL tasks one at a "
+        f"time while the workers drain them: POST -> the handler's own first line",
     }
 
 
