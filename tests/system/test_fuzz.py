@@ -111,7 +111,9 @@ def server(
 
 def openapi_document() -> dict[str, Any]:
     """What ``/openapi.json`` serves: the document needs the routes, not a running queue."""
-    app = create_app(Queue.__new__(Queue))
+    writer, _ = trio.open_memory_channel[Any](0)
+    supervisor, _ = trio.open_memory_channel[Any](0)
+    app = create_app(Queue(writer, supervisor))
 
     async def read() -> dict[str, Any]:
         response = await app.test_client().get("/openapi.json")
