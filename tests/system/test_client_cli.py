@@ -14,25 +14,10 @@ from collections.abc import Iterator
 import pytest
 
 from taskq import Client, client_cli
-from taskq.api.app import create_app
 from taskq.client import STREAM_OPEN, ClientError, Unreachable
-from taskq.queue import Queue
 from tests.system.conftest import ROOT, Launcher, Taskq, clean_environ, eventually
 
 COMMAND_SECONDS = 30.0
-
-
-def routes() -> set[tuple[str, str]]:
-    app = create_app(Queue(None, None))  # type: ignore[arg-type]
-    return {
-        (rule.rule, method) for rule in app.url_map.iter_rules() for method in rule.methods or ()
-    }
-
-
-needs_retry = pytest.mark.skipif(
-    ("/api/tasks/<task_id>/retry", "POST") not in routes(),
-    reason="POST /api/tasks/{id}/retry is not part of this build's API yet",
-)
 
 
 @pytest.fixture(scope="module")
@@ -132,7 +117,6 @@ def test_listing_showing_pausing_and_resuming(
     assert task_id not in [task["id"] for task in server.tasks()]
 
 
-@needs_retry
 def test_retry_puts_a_failed_task_back(server: Taskq, capsys: pytest.CaptureFixture[str]) -> None:
     failed = server.submit("taskq.fail", {})
     eventually(lambda: server.task(failed["id"])["status"] == "failed", what="the failure")
