@@ -15,6 +15,7 @@ grace period, cancel the rest, put them back in the queue, flush the writer.
 from __future__ import annotations
 
 import functools
+import gc
 import logging
 import math
 import sys
@@ -173,6 +174,11 @@ async def run(
                     if serve_http
                     else None
                 )
+                # What start-up made (modules, schemas, compiled SQL, the actors) lives as
+                # long as the system: out of the collector's sight, a full collection walks
+                # only what tasks and requests made, not 100,000+ objects (a 30-300 ms
+                # pause at every one, in the middle of some task's dispatch).
+                gc.freeze()
                 task_status.started(Running(queue, stopping.set, url, monitor))
                 await stopping.wait()
                 channels.hub.send_nowait(EndStreams())
@@ -183,6 +189,7 @@ async def run(
             await channels.reader.aclose()
             await channels.hub.aclose()
     finally:
+        gc.unfreeze()
         store.close()
 
 
