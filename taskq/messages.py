@@ -65,6 +65,18 @@ async def request(
     return answer.unwrap()
 
 
+def drain(inbox: trio.MemoryReceiveChannel[M], most: int) -> list[M]:
+    """Up to ``most`` messages already waiting in ``inbox``, without waiting for more:
+    what an actor takes beside its first message to handle them as one batch."""
+    waiting: list[M] = []
+    while len(waiting) < most:
+        try:
+            waiting.append(inbox.receive_nowait())
+        except (trio.WouldBlock, trio.EndOfChannel):
+            break
+    return waiting
+
+
 def answer(reply: Reply | None, result: outcome.Outcome[Any]) -> None:
     """Deliver a reply without ever blocking the answering actor.
 

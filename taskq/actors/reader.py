@@ -27,6 +27,7 @@ from taskq.messages import (
     ListWorkers,
     ReaderCommand,
     answer,
+    drain,
 )
 from taskq.store import Store, Tx
 
@@ -44,7 +45,7 @@ async def run(
     """Answer reads in batches, one thread hop each, until every sender has closed the inbox."""
     thread = trio.CapacityLimiter(1)
     async for first in inbox:
-        batch = [first, *_drain(inbox, batch_max - 1)]
+        batch = [first, *drain(inbox, batch_max - 1)]
         try:
             results = await trio.to_thread.run_sync(read_batch, store, batch, limiter=thread)
         except BaseException:
@@ -92,13 +93,3 @@ def _read(tx: Tx, command: ReaderCommand) -> Any:
         case ListWorkers():
             return tx.list_workers()
     raise AssertionError(f"unknown reader command {command!r}")
-
-
-def _drain(inbox: trio.MemoryReceiveChannel[ReaderCommand], most: int) -> list[ReaderCommand]:
-    waiting: list[ReaderCommand] = []
-    while len(waiting) < most:
-        try:
-            waiting.append(inbox.receive_nowait())
-        except (trio.WouldBlock, trio.EndOfChannel):
-            break
-    return waiting

@@ -42,6 +42,7 @@ from taskq.messages import (
     WorkerStatusChanged,
     WriterCommand,
     answer,
+    drain,
 )
 from taskq.models import WorkerStatus, utcnow
 from taskq.store import Store
@@ -71,7 +72,7 @@ async def run(
     stopped: set[int] = set()
     try:
         async for first in inbox:
-            batch = [first, *_drain(inbox, batch_max - 1)]
+            batch = [first, *drain(inbox, batch_max - 1)]
             if all(command.reply is None for command in batch):
                 batch += await _linger(inbox, batch_max - len(batch), linger_seconds)
             if parked is not None and _still_awaited(parked):
@@ -190,18 +191,8 @@ async def _linger(
             first = await inbox.receive()
         except trio.EndOfChannel:
             return []
-        return [first, *_drain(inbox, most - 1)]
+        return [first, *drain(inbox, most - 1)]
     return []
-
-
-def _drain(inbox: trio.MemoryReceiveChannel[WriterCommand], most: int) -> list[WriterCommand]:
-    waiting: list[WriterCommand] = []
-    while len(waiting) < most:
-        try:
-            waiting.append(inbox.receive_nowait())
-        except (trio.WouldBlock, trio.EndOfChannel):
-            break
-    return waiting
 
 
 def _refuse(batch: Sequence[WriterCommand], detail: str) -> None:
