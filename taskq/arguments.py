@@ -21,18 +21,20 @@ def integer(text: str) -> int:
         raise argparse.ArgumentTypeError(f"must be an integer, got {text!r}") from None
 
 
-def count(text: str) -> int:
+def _integer_within(text: str, low: int, high: int | None, bounds: str) -> int:
+    """One check for every whole-number option; ``bounds`` says the range in words."""
     value = integer(text)
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"must be 0 or more, got {value}")
+    if value < low or (high is not None and value > high):
+        raise argparse.ArgumentTypeError(f"must be {bounds}, got {value}")
     return value
+
+
+def count(text: str) -> int:
+    return _integer_within(text, 0, None, "0 or more")
 
 
 def port(text: str) -> int:
-    value = integer(text)
-    if not 0 <= value <= 65535:
-        raise argparse.ArgumentTypeError(f"must be a port number (0-65535), got {value}")
-    return value
+    return _integer_within(text, 0, 65535, "a port number (0-65535)")
 
 
 def seconds(text: str) -> float:
@@ -46,10 +48,8 @@ def seconds(text: str) -> float:
 
 
 def attempts(text: str) -> int:
-    value = integer(text)
-    if not 1 <= value <= config.MAX_ATTEMPTS_LIMIT:
-        raise argparse.ArgumentTypeError(f"must be 1 to {config.MAX_ATTEMPTS_LIMIT}, got {value}")
-    return value
+    limit = config.MAX_ATTEMPTS_LIMIT
+    return _integer_within(text, 1, limit, f"1 to {limit}")
 
 
 def timeout(text: str) -> float | None:
@@ -81,17 +81,12 @@ def positive_seconds(text: str) -> float:
 
 
 def positive(text: str) -> int:
-    value = integer(text)
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be 1 or more, got {value}")
-    return value
+    return _integer_within(text, 1, None, "1 or more")
 
 
 def backlog(text: str) -> int:
-    value = integer(text)
-    if not 1 <= value <= config.WRITER_INBOX_SIZE:
-        raise argparse.ArgumentTypeError(f"must be 1 to {config.WRITER_INBOX_SIZE}, got {value}")
-    return value
+    limit = config.WRITER_INBOX_SIZE
+    return _integer_within(text, 1, limit, f"1 to {limit}")
 
 
 def token(text: str) -> str:
