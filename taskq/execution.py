@@ -1,11 +1,13 @@
 """One execution of a handler: its runtime, its time limit, its outcome, its pauses.
 
 Where an execution lives: an execution that may be suspended (its handler takes
-a context, so it may reach a checkpoint) runs as a Trio task in the nursery of
-``Runtimes`` (opened once per process by the supervisor, beside the process's one
-asyncio loop and its pool of worker processes), not in a worker; one that cannot
-runs in its worker's own Trio task. A worker *holds*
-an execution: it waits for its ending and reports the outcome. A pause at a
+a context, so it may reach a checkpoint) is an ``Execution``, a Trio task in the
+nursery of ``Runtimes`` (opened once per process by the supervisor, beside the
+process's one asyncio loop and its pool of worker processes), not in a worker. A
+worker *holds* such an execution: it waits for its ending and reports the
+outcome. A handler that takes no context cannot reach a checkpoint, so it never
+outlives its worker's hold: its worker awaits ``outcome_of`` in its own Trio task
+and stops it by cancelling a scope of its own, with no ``Execution`` at all. A pause at a
 checkpoint ends the hold but not the execution: the handler waits inside
 ``checkpoint()``, local state intact, listed in ``Runtimes.suspended`` under its
 task id, while its worker takes other work. A resume puts the task back in the
@@ -217,7 +219,7 @@ class Execution:
     def __init__(
         self,
         runtimes: Runtimes,
-        registration: Registration | None,
+        registration: Registration,
         task: Task,
         worker_id: int,
         writer: trio.MemorySendChannel[WriterCommand],
@@ -240,15 +242,7 @@ class Execution:
         self._flushing: trio.Event | None = None
 
     async def run(self) -> Ended:
-        """Run the handler; answer how the first hold ended.
-
-        A handler that takes no context cannot reach a checkpoint, so it never
-        outlives its holder: it runs right in the holder's Trio task, which saves
-        a task and a wake-up per execution. Any other runs in the runtimes' nursery.
-        """
-        if self._registration is None or not self._registration.takes_context:
-            await self._run()
-            return self._hold.ending
+        """Run the handler in the runtimes' nursery; answer how the first hold ended."""
         self._runtimes.nursery.start_soon(self._run)
         return await self.ending()
 
@@ -330,64 +324,13 @@ class Execution:
         self._release(ended)
 
     async def _outcome(self) -> Outcome:
-        registration = self._registration
-        if registration is None:
-            error = f"no handler is registered for task name {self.task.name!r}"
-            return Outcome(False, None, error, retryable=False)
-        timeout = self.task.timeout
-        if timeout is None:
-            # No time limit, no scope for one: this runs once per task.
-            return await self._handled(registration)
-        with trio.CancelScope(deadline=trio.current_time() + timeout) as limit:
-            self._limit = limit
-            try:
-                return await self._handled(registration)
-            finally:
-                self._limit = None
-        return Outcome(False, None, f"timed out after {timeout:g} s")
-
-    async def _handled(self, registration: Registration) -> Outcome:
+        self._limit = time_limit(self.task)
         try:
-            result = await self._invoke(registration)
-            _json_text(result, "the handler's result")
-        except ResultNotJson as exc:
-            return Outcome(False, None, str(exc), retryable=False)
-        except Exception as exc:
-            log.info("task %d (%s) failed: %r", self.task.id, self.task.name, exc)
-            error = f"{type(exc).__name__}: {exc}"
-            return Outcome(False, None, error, retryable=not isinstance(exc, Permanent))
-        except BaseException as exc:
-            # Executions run beside the actors, unsupervised: anything but our own
-            # cancellation escaping here (sys.exit(), a KeyboardInterrupt or another
-            # BaseException raised by the handler) would stop the whole process.
-            # The CLI takes SIGINT through a signal receiver, so a KeyboardInterrupt
-            # here is the handler's own.
-            if _carries_cancellation(exc):
-                raise
-            log.error("task %d (%s) crashed: %r", self.task.id, self.task.name, exc)
-            return Outcome(False, None, f"{type(exc).__name__}: {exc}")
-        return Outcome(True, result, None)
-
-    async def _invoke(self, registration: Registration) -> Any:
-        payload = self.task.payload
-        args = (payload, self.context) if registration.takes_context else (payload,)
-        handler = registration.handler
-        match registration.runtime:
-            case Runtime.TRIO:
-                return await handler(*args)
-            case Runtime.ASYNCIO:
-                return await trio_asyncio.aio_as_trio(handler, loop=self._runtimes.loop)(*args)
-            case Runtime.THREAD:
-                call = functools.partial(handler, *args)
-                return await trio.to_thread.run_sync(call, abandon_on_cancel=True)
-            case Runtime.PROCESS:
-                try:
-                    text = await self._runtimes.processes.run_sync(
-                        _run_in_process, handler, dict(payload), kill_on_cancel=True
-                    )
-                except trio_parallel.BrokenWorkerError as exc:
-                    raise ProcessDied(_how_it_died(exc)) from None
-                return json.loads(text)
+            return await outcome_of(
+                self._runtimes, self._registration, self.task, self.context, self._limit
+            )
+        finally:
+            self._limit = None
 
     async def _cancel_unless_suspended(self, pause: int) -> None:
         await trio.sleep(self._runtimes.checkpoint_grace)
@@ -430,6 +373,84 @@ class Execution:
             self._limit.deadline = trio.current_time() + remaining
 
 
+def time_limit(task: Task) -> trio.CancelScope | None:
+    """The scope that ends a run at the task's time limit; None without a limit, so a
+    task without one costs no scope."""
+    if task.timeout is None:
+        return None
+    return trio.CancelScope(deadline=trio.current_time() + task.timeout)
+
+
+async def outcome_of(
+    runtimes: Runtimes,
+    registration: Registration | None,
+    task: Task,
+    context: TaskContext | None,
+    limit: trio.CancelScope | None,
+) -> Outcome:
+    """Run the handler (with ``context`` if it takes one) within ``limit``; its outcome.
+
+    Cancellation from outside (a stop, a shutdown) is the only thing that escapes.
+    """
+    if registration is None:
+        error = f"no handler is registered for task name {task.name!r}"
+        return Outcome(False, None, error, retryable=False)
+    if limit is None:
+        return await _handled(runtimes, registration, task, context)
+    with limit:
+        return await _handled(runtimes, registration, task, context)
+    return Outcome(False, None, f"timed out after {task.timeout:g} s")
+
+
+async def _handled(
+    runtimes: Runtimes, registration: Registration, task: Task, context: TaskContext | None
+) -> Outcome:
+    try:
+        result = await _invoke(runtimes, registration, task, context)
+        _json_text(result, "the handler's result")
+    except ResultNotJson as exc:
+        return Outcome(False, None, str(exc), retryable=False)
+    except Exception as exc:
+        log.info("task %d (%s) failed: %r", task.id, task.name, exc)
+        error = f"{type(exc).__name__}: {exc}"
+        return Outcome(False, None, error, retryable=not isinstance(exc, Permanent))
+    except BaseException as exc:
+        # Executions run beside the actors, unsupervised: anything but our own
+        # cancellation escaping here (sys.exit(), a KeyboardInterrupt or another
+        # BaseException raised by the handler) would stop the whole process.
+        # The CLI takes SIGINT through a signal receiver, so a KeyboardInterrupt
+        # here is the handler's own.
+        if _carries_cancellation(exc):
+            raise
+        log.error("task %d (%s) crashed: %r", task.id, task.name, exc)
+        return Outcome(False, None, f"{type(exc).__name__}: {exc}")
+    return Outcome(True, result, None)
+
+
+async def _invoke(
+    runtimes: Runtimes, registration: Registration, task: Task, context: TaskContext | None
+) -> Any:
+    payload = task.payload
+    args = (payload,) if context is None else (payload, context)
+    handler = registration.handler
+    match registration.runtime:
+        case Runtime.TRIO:
+            return await handler(*args)
+        case Runtime.ASYNCIO:
+            return await trio_asyncio.aio_as_trio(handler, loop=runtimes.loop)(*args)
+        case Runtime.THREAD:
+            call = functools.partial(handler, *args)
+            return await trio.to_thread.run_sync(call, abandon_on_cancel=True)
+        case Runtime.PROCESS:
+            try:
+                text = await runtimes.processes.run_sync(
+                    _run_in_process, handler, dict(payload), kill_on_cancel=True
+                )
+            except trio_parallel.BrokenWorkerError as exc:
+                raise ProcessDied(_how_it_died(exc)) from None
+            return json.loads(text)
+
+
 def _how_it_died(exc: BaseException) -> str:
     """trio-parallel reports a dead worker with its process object; say it in words."""
     codes = [code for arg in exc.args if isinstance(code := getattr(arg, "exitcode", None), int)]
@@ -450,9 +471,13 @@ def _carries_cancellation(exc: BaseException) -> bool:
     return isinstance(exc, BaseExceptionGroup) and exc.subgroup(trio.Cancelled) is not None
 
 
+# Built once: ``json.dumps`` with any option builds a new encoder at every call.
+_STRICT_JSON = json.JSONEncoder(allow_nan=False)
+
+
 def _json_text(value: Any, what: str) -> str:
     try:
-        return json.dumps(value, allow_nan=False)
+        return _STRICT_JSON.encode(value)
     except (TypeError, ValueError, RecursionError) as exc:
         raise ResultNotJson(f"{what} is not JSON-serialisable: {exc}") from None
 
