@@ -3,14 +3,14 @@
 The tasks it is handed wait in ``backlog``: on a deep queue of short tasks a
 claim gives each worker several (``ClaimTasks.per_worker``, sized from the
 durations workers report when idle), in one ``RunTasks``, so one commit serves
-many rounds of work. One Trio task of the worker's runs the backlog to its end
-and stops; it yields once between two tasks, so that a stop or a drain waiting
-in the inbox goes first and a round of the scheduler stays one task per worker.
+many rounds of work. One Trio task of the worker's, started with it, runs the
+backlog and waits when it is empty; it yields once between two tasks, so that
+a stop or a drain waiting in the inbox goes first and a round of the scheduler
+stays one task per worker.
 
 It runs one task at a time (``taskq.execution``). A handler that takes no
-context runs right in that Trio task, inside a cancel scope the worker opens
-once per run of the backlog (and again only after a stop used it): no Trio
-task, no scope, no event of its own per task. Any other is an ``Execution``
+context runs right in that Trio task, inside a cancel scope that lasts until a
+stop uses it: no Trio task, no scope, no event of its own per task. Any other is an ``Execution``
 the worker holds: it starts it (or, for a resumed task, adopts the execution
 suspended at a checkpoint) and waits for its ending. Either way the outcome
 goes to the writer fenced by the task's attempt, so an execution that was taken
@@ -61,6 +61,14 @@ log = logging.getLogger(__name__)
 
 
 @dataclass
+class _Spell:
+    """One busy spell: when it began and how many tasks it ran."""
+
+    began: float
+    ran: int = 0
+
+
+@dataclass
 class _State:
     active: bool
     # The task being run, until its outcome is with the writer.
@@ -72,8 +80,10 @@ class _State:
     backlog: deque[Task] = field(default_factory=deque)
     drain: Reply | None = None
     announced: bool = False
-    # A Trio task of the worker's is running the backlog.
-    running: bool = False
+    # Set when tasks are handed; what the worker's task running them waits for.
+    handed: trio.Event = field(default_factory=trio.Event)
+    # The busy spell under way, if any.
+    spell: _Spell | None = None
     # Seconds per task of the last busy spell, told to the dispatcher when idle.
     task_seconds: float | None = None
 
@@ -109,27 +119,20 @@ async def run(
     state = _State(active=me.status == WorkerStatus.ACTIVE)
     async with trio.open_nursery() as nursery:
         nursery.start_soon(_heartbeat, worker_id, state, links, heartbeat_interval)
+        nursery.start_soon(_run_tasks, worker_id, state, links, handlers)
         _announce_if_idle(worker_id, state, links)
         async for message in links.inbox:
-            _handle(worker_id, state, message, links, handlers, nursery)
+            _handle(worker_id, state, message, links)
         nursery.cancel_scope.cancel()
 
 
-def _handle(
-    worker_id: int,
-    state: _State,
-    message: WorkerMessage,
-    links: Links,
-    handlers: Handlers,
-    nursery: trio.Nursery,
-) -> None:
+def _handle(worker_id: int, state: _State, message: WorkerMessage, links: Links) -> None:
     match message:
         case RunTasks(tasks=tasks):
             state.announced = False
             state.backlog.extend(tasks)
-            if not state.running and state.drain is None:
-                state.running = True
-                nursery.start_soon(_run_backlog, worker_id, state, links, handlers)
+            if state.drain is None:
+                state.handed.set()
         case StopTask(task_id=task_id, suspend=suspend):
             _stop(state, task_id, suspend=suspend)
         case SetActive(active=active):
@@ -155,53 +158,34 @@ def _stop(state: _State, task_id: int, *, suspend: bool) -> None:
     state.backlog = deque(task for task in state.backlog if task.id != task_id)
 
 
-@dataclass
-class _Spell:
-    """One run of the backlog: when it began and how many tasks it ran."""
+async def _run_tasks(worker_id: int, state: _State, links: Links, handlers: Handlers) -> None:
+    """Run what the worker is handed, one task after another, for the worker's life.
 
-    began: float
-    ran: int = 0
-
-
-async def _run_backlog(worker_id: int, state: _State, links: Links, handlers: Handlers) -> None:
-    """Run the backlog to its end, one task after another, in this one Trio task.
-
-    A stop of a handler running here cancels the scope around the whole run, which
-    ends only that task: the run goes on in a new scope.
+    A stop of a handler running here cancels the scope around all this, which ends
+    only that task: the work goes on in a new scope.
     """
-    spell = _Spell(trio.current_time())
-    try:
-        while state.backlog and state.drain is None:
-            with trio.CancelScope() as stopper:
-                await _run_until_stopped(worker_id, state, links, handlers, stopper, spell)
-    finally:
-        state.running = False
-    if spell.ran:
-        state.task_seconds = (trio.current_time() - spell.began) / spell.ran
-    _answer_drain(state)
-    _announce_if_idle(worker_id, state, links)
+    while True:
+        with trio.CancelScope() as stopper:
+            await _run_until_stopped(worker_id, state, links, handlers, stopper)
 
 
 async def _run_until_stopped(
-    worker_id: int,
-    state: _State,
-    links: Links,
-    handlers: Handlers,
-    stopper: trio.CancelScope,
-    spell: _Spell,
+    worker_id: int, state: _State, links: Links, handlers: Handlers, stopper: trio.CancelScope
 ) -> None:
-    """Run tasks until the backlog is empty, a drain comes, or ``stopper`` is cancelled.
+    """Run tasks, waiting for more when there are none, until ``stopper`` is cancelled.
 
     The task stays ``current`` until its outcome is with the writer, so a drain
     answered once nothing is current never leaves an outcome behind.
     """
-    while state.backlog and state.drain is None:
-        if spell.ran:
+    while True:
+        if state.spell is not None and state.spell.ran and _has_work(state):
             # What reached the inbox meanwhile (a stop, a drain) goes first. A stop
             # that its handler swallowed ends the run here, before the next task.
             await trio.lowlevel.checkpoint()
-            if not state.backlog or state.drain is not None:
-                return
+        spell = state.spell
+        if spell is None or not _has_work(state):
+            _end_spell(worker_id, state, links)
+            spell = state.spell = await _next_spell(state)
         spell.ran += 1
         task = state.current = state.backlog.popleft()
         try:
@@ -251,6 +235,25 @@ async def _send(writer: trio.MemorySendChannel[WriterCommand], command: WriterCo
         writer.send_nowait(command)
     except trio.WouldBlock:
         await writer.send(command)
+
+
+def _has_work(state: _State) -> bool:
+    return bool(state.backlog) and state.drain is None
+
+
+def _end_spell(worker_id: int, state: _State, links: Links) -> None:
+    spell, state.spell = state.spell, None
+    if spell is not None and spell.ran:
+        state.task_seconds = (trio.current_time() - spell.began) / spell.ran
+    _answer_drain(state)
+    _announce_if_idle(worker_id, state, links)
+
+
+async def _next_spell(state: _State) -> _Spell:
+    while not _has_work(state):
+        await state.handed.wait()
+        state.handed = trio.Event()
+    return _Spell(trio.current_time())
 
 
 def _answer_drain(state: _State) -> None:

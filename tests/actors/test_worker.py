@@ -323,6 +323,36 @@ async def test_a_handler_that_swallows_its_stop_reports_and_the_next_task_runs(
     ]
 
 
+async def test_runs_what_it_is_handed_spell_after_spell_and_after_a_stop(
+    started: Harness,
+) -> None:
+    started.run(5, "gate", {"n": 5})
+    await started.entered(5)
+    started.inbox.send_nowait(StopTask(5))
+    assert await started.announcements() == [WorkerIdle(WORKER)]
+
+    for task_id in (6, 7):
+        started.run(task_id, "plain", {"n": task_id})
+
+        assert (await receive(started.finished)).task_id == task_id
+        assert await started.announcements() == [WorkerIdle(WORKER)]
+    await started.no_finish()
+
+
+async def test_idle_announcements_tell_how_long_the_spell_took_per_task(
+    started: Harness, autojump_clock: trio.testing.MockClock
+) -> None:
+    started.run_all((5, "gate", {"n": 5}), (6, "plain", {"n": 6}))
+    await started.entered(5)
+    await trio.sleep(3)
+
+    started.inbox.send_nowait(StopTask(5))
+
+    (idle,) = await started.announcements()
+    assert isinstance(idle, WorkerIdle)
+    assert idle.task_seconds == pytest.approx(1.5)
+
+
 async def test_stop_task_drops_a_waiting_task(started: Harness) -> None:
     started.run(5, "hold")
     started.run(6, "double", {"x": 1})
