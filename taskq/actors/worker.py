@@ -10,9 +10,9 @@ stays one task per worker.
 
 It runs one task at a time (``taskq.execution``). A handler that takes no
 context runs right in that Trio task, inside a cancel scope that lasts until a
-stop uses it: no Trio task, no scope, no event of its own per task. Any other is an ``Execution``
-the worker holds: it starts it (or, for a resumed task, adopts the execution
-suspended at a checkpoint) and waits for its ending. Either way the outcome
+stop uses it: no Trio task, no scope, no event of its own per task. Any other
+is an ``Execution`` the worker holds: it starts it (or, for a resumed task,
+adopts the execution suspended at a checkpoint) and waits for its ending. Either way the outcome
 goes to the writer fenced by the task's attempt, so an execution that was taken
 away never overwrites what happened since. A pause, a delete or the end of a
 shutdown's grace period stops the task; a pause of a handler that checkpoints
@@ -36,7 +36,7 @@ import outcome
 import trio
 
 from taskq.errors import NotFound, TaskqError
-from taskq.execution import Execution, Outcome, Runtimes, outcome_of, time_limit
+from taskq.execution import Execution, Outcome, outcome_of, time_limit
 from taskq.messages import (
     AnnounceIdle,
     DispatcherMessage,
@@ -56,6 +56,7 @@ from taskq.messages import (
 )
 from taskq.models import Task, WorkerStatus
 from taskq.registry import Registry
+from taskq.runtimes import Runtimes
 
 log = logging.getLogger(__name__)
 

@@ -12,7 +12,6 @@ import trio
 import trio.testing
 
 from taskq.actors import worker, writer
-from taskq.execution import Runtimes
 from taskq.messages import (
     AnnounceIdle,
     ClaimTasks,
@@ -39,6 +38,7 @@ from taskq.messages import (
 )
 from taskq.models import NewTask, TaskStatus, Worker, WorkerStatus
 from taskq.registry import Registry, TaskContext
+from taskq.runtimes import Runtimes
 from taskq.store import Store
 from tests.actors.conftest import DEADLINE_SECONDS, NOW, receive, running_task, wait
 
