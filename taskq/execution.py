@@ -8,9 +8,10 @@ processes), not in a worker. A worker *holds* such an execution: it waits for
 its ending and reports the outcome. A handler that takes no context cannot
 reach a checkpoint, so it never outlives its worker's hold: its worker awaits
 ``outcome_of`` in its own Trio task and stops it by cancelling a scope of its
-own, with no ``Execution`` at all. A pause at a checkpoint ends the hold but not the execution: the handler waits inside
-``checkpoint()``, local state intact, listed in ``Runtimes.suspended`` under its
-task id, while its worker takes other work. A resume puts the task back in the
+own, with no ``Execution`` at all. A pause at a checkpoint ends the hold but
+not the execution: the handler waits inside ``checkpoint()``, local state
+intact, listed in ``Runtimes.suspended`` under its task id, while its worker
+takes other work. A resume puts the task back in the
 queue; whichever worker claims it finds the execution there and adopts it under
 its new claim (so the attempt fence still holds) instead of starting a second one.
 
