@@ -144,7 +144,7 @@ async def claim_after_reports(
     return harness, command
 
 
-async def test_short_tasks_are_claimed_several_per_worker_and_all_delivered(
+async def test_short_tasks_are_claimed_several_per_worker_each_share_in_one_message(
     nursery: trio.Nursery,
 ) -> None:
     harness, command = await claim_after_reports(nursery, CLAIM_AHEAD_SECONDS / 100)
