@@ -1,14 +1,17 @@
 """One execution of a handler: its runtime, its time limit, its outcome, its pauses.
 
 Where an execution lives: an execution that may be suspended (its handler takes
-a context, so it may reach a checkpoint) runs as a Trio task in the nursery of
-``Runtimes`` (opened once per process by the supervisor, beside the process's one
-asyncio loop and its pool of worker processes), not in a worker; one that cannot
-runs in its worker's own Trio task. A worker *holds*
-an execution: it waits for its ending and reports the outcome. A pause at a
-checkpoint ends the hold but not the execution: the handler waits inside
-``checkpoint()``, local state intact, listed in ``Runtimes.suspended`` under its
-task id, while its worker takes other work. A resume puts the task back in the
+a context, so it may reach a checkpoint) is an ``Execution``, a Trio task in the
+nursery of ``Runtimes`` (``taskq.runtimes``: opened once per process by the
+supervisor, beside the process's one asyncio loop and its pool of worker
+processes), not in a worker. A worker *holds* such an execution: it waits for
+its ending and reports the outcome. A handler that takes no context cannot
+reach a checkpoint, so it never outlives its worker's hold: its worker awaits
+``outcome_of`` in its own Trio task and stops it by cancelling a scope of its
+own, with no ``Execution`` at all. A pause at a checkpoint ends the hold but
+not the execution: the handler waits inside ``checkpoint()``, local state
+intact, listed in ``Runtimes.suspended`` under its task id, while its worker
+takes other work. A resume puts the task back in the
 queue; whichever worker claims it finds the execution there and adopts it under
 its new claim (so the attempt fence still holds) instead of starting a second one.
 
@@ -26,11 +29,8 @@ import functools
 import json
 import logging
 import math
-import os
-import random
 import signal
-from collections.abc import AsyncIterator, Callable, Mapping
-from contextlib import asynccontextmanager
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -38,16 +38,12 @@ import trio
 import trio_asyncio
 import trio_parallel
 
-from taskq.config import (
-    CHECKPOINT_GRACE_SECONDS,
-    DEFAULT_RETRY_BACKOFF_MAX_SECONDS,
-    DEFAULT_RETRY_BACKOFF_SECONDS,
-)
 from taskq.context import TaskContext
 from taskq.errors import TaskqError
-from taskq.messages import FinishTask, ReportProgress, WriterCommand, request
+from taskq.messages import ReportProgress, WriterCommand, request
 from taskq.models import Task
 from taskq.registry import Registration, Runtime
+from taskq.runtimes import Runtimes
 
 log = logging.getLogger(__name__)
 
@@ -89,120 +85,6 @@ class Outcome:
 Ended = Outcome | Ending
 
 
-@dataclass(frozen=True, slots=True)
-class RetryPolicy:
-    """Exponential backoff with jitter and a cap.
-
-    After the n-th failed attempt the task waits
-    ``min(backoff_max_seconds, backoff_seconds * 2**(n-1)) * uniform(0.5, 1)``:
-    the doubling spaces retries out, the cap bounds the wait, and the jitter
-    keeps tasks that failed together from all retrying in the same instant.
-    """
-
-    backoff_seconds: float = DEFAULT_RETRY_BACKOFF_SECONDS
-    backoff_max_seconds: float = DEFAULT_RETRY_BACKOFF_MAX_SECONDS
-
-    def delay(self, failures: int, rng: random.Random) -> float:
-        doubled = self.backoff_seconds * 2.0 ** min(failures - 1, 64)
-        return min(self.backoff_max_seconds, doubled) * rng.uniform(0.5, 1.0)
-
-
-class Runtimes:
-    """What every execution of the process shares: the nursery they run in, the
-    asyncio loop, the process pool, the retry policy, and the suspended executions."""
-
-    def __init__(
-        self,
-        nursery: trio.Nursery,
-        loop: trio_asyncio.TrioEventLoop,
-        processes: trio_parallel.WorkerContext,
-        *,
-        retry: RetryPolicy,
-        checkpoint_grace: float,
-        rng: random.Random,
-    ) -> None:
-        self.nursery = nursery
-        self.loop = loop
-        self.processes = processes
-        self.retry = retry
-        self.checkpoint_grace = checkpoint_grace
-        self.rng = rng
-        self.suspended: dict[int, Execution] = {}
-
-    def take(self, task_id: int) -> Execution | None:
-        """The suspended execution of ``task_id``, which the caller now continues."""
-        return self.suspended.pop(task_id, None)
-
-    def void(self, task_id: int) -> None:
-        """End the suspended execution of a task that was deleted or rewritten."""
-        execution = self.suspended.pop(task_id, None)
-        if execution is not None:
-            execution.cancel()
-
-    def finish_command(self, task: Task, outcome: Outcome) -> FinishTask:
-        """The outcome as the writer takes it: a failure with attempts left is retried."""
-        retry_after = None
-        if not outcome.succeeded and outcome.retryable and task.attempts < task.max_attempts:
-            retry_after = self.retry.delay(task.attempts, self.rng)
-        return FinishTask(
-            task.id,
-            task.attempt,
-            outcome.succeeded,
-            outcome.result,
-            outcome.error,
-            reply=None,
-            retry_after=retry_after,
-        )
-
-
-@asynccontextmanager
-async def open_runtimes(
-    *,
-    retry: RetryPolicy | None = None,
-    checkpoint_grace: float = CHECKPOINT_GRACE_SECONDS,
-    rng: random.Random | None = None,
-    warm_processes: bool = False,
-) -> AsyncIterator[Runtimes]:
-    """Open the asyncio loop and the process pool once; on exit, stop what still runs.
-
-    ``warm_processes`` starts one worker process per core in the background, so
-    the first ``process`` tasks do not wait for a Python interpreter to start.
-    """
-    async with (
-        trio_asyncio.open_loop() as loop,
-        trio_parallel.open_worker_context() as processes,
-        trio.open_nursery() as nursery,
-    ):
-        if warm_processes:
-            nursery.start_soon(_warm_up, processes)
-        try:
-            yield Runtimes(
-                nursery,
-                loop,
-                processes,
-                retry=retry or RetryPolicy(),
-                checkpoint_grace=checkpoint_grace,
-                rng=rng or random.Random(),
-            )
-        finally:
-            nursery.cancel_scope.cancel()
-
-
-async def _warm_up(processes: trio_parallel.WorkerContext) -> None:
-    try:
-        async with trio.open_nursery() as starting:
-            for _ in range(os.cpu_count() or 1):
-                starting.start_soon(
-                    functools.partial(processes.run_sync, _nothing, kill_on_cancel=True)
-                )
-    except Exception:
-        log.exception("could not start the worker processes ahead of time")
-
-
-def _nothing() -> None:
-    """Run once in each worker process as it starts."""
-
-
 @dataclass(eq=False)
 class _Hold:
     """One worker's hold on an execution; ``ending`` is set once, with ``done``."""
@@ -217,7 +99,7 @@ class Execution:
     def __init__(
         self,
         runtimes: Runtimes,
-        registration: Registration | None,
+        registration: Registration,
         task: Task,
         worker_id: int,
         writer: trio.MemorySendChannel[WriterCommand],
@@ -240,15 +122,7 @@ class Execution:
         self._flushing: trio.Event | None = None
 
     async def run(self) -> Ended:
-        """Run the handler; answer how the first hold ended.
-
-        A handler that takes no context cannot reach a checkpoint, so it never
-        outlives its holder: it runs right in the holder's Trio task, which saves
-        a task and a wake-up per execution. Any other runs in the runtimes' nursery.
-        """
-        if self._registration is None or not self._registration.takes_context:
-            await self._run()
-            return self._hold.ending
+        """Run the handler in the runtimes' nursery; answer how the first hold ended."""
         self._runtimes.nursery.start_soon(self._run)
         return await self.ending()
 
@@ -330,64 +204,13 @@ class Execution:
         self._release(ended)
 
     async def _outcome(self) -> Outcome:
-        registration = self._registration
-        if registration is None:
-            error = f"no handler is registered for task name {self.task.name!r}"
-            return Outcome(False, None, error, retryable=False)
-        timeout = self.task.timeout
-        if timeout is None:
-            # No time limit, no scope for one: this runs once per task.
-            return await self._handled(registration)
-        with trio.CancelScope(deadline=trio.current_time() + timeout) as limit:
-            self._limit = limit
-            try:
-                return await self._handled(registration)
-            finally:
-                self._limit = None
-        return Outcome(False, None, f"timed out after {timeout:g} s")
-
-    async def _handled(self, registration: Registration) -> Outcome:
+        self._limit = time_limit(self.task)
         try:
-            result = await self._invoke(registration)
-            _json_text(result, "the handler's result")
-        except ResultNotJson as exc:
-            return Outcome(False, None, str(exc), retryable=False)
-        except Exception as exc:
-            log.info("task %d (%s) failed: %r", self.task.id, self.task.name, exc)
-            error = f"{type(exc).__name__}: {exc}"
-            return Outcome(False, None, error, retryable=not isinstance(exc, Permanent))
-        except BaseException as exc:
-            # Executions run beside the actors, unsupervised: anything but our own
-            # cancellation escaping here (sys.exit(), a KeyboardInterrupt or another
-            # BaseException raised by the handler) would stop the whole process.
-            # The CLI takes SIGINT through a signal receiver, so a KeyboardInterrupt
-            # here is the handler's own.
-            if _carries_cancellation(exc):
-                raise
-            log.error("task %d (%s) crashed: %r", self.task.id, self.task.name, exc)
-            return Outcome(False, None, f"{type(exc).__name__}: {exc}")
-        return Outcome(True, result, None)
-
-    async def _invoke(self, registration: Registration) -> Any:
-        payload = self.task.payload
-        args = (payload, self.context) if registration.takes_context else (payload,)
-        handler = registration.handler
-        match registration.runtime:
-            case Runtime.TRIO:
-                return await handler(*args)
-            case Runtime.ASYNCIO:
-                return await trio_asyncio.aio_as_trio(handler, loop=self._runtimes.loop)(*args)
-            case Runtime.THREAD:
-                call = functools.partial(handler, *args)
-                return await trio.to_thread.run_sync(call, abandon_on_cancel=True)
-            case Runtime.PROCESS:
-                try:
-                    text = await self._runtimes.processes.run_sync(
-                        _run_in_process, handler, dict(payload), kill_on_cancel=True
-                    )
-                except trio_parallel.BrokenWorkerError as exc:
-                    raise ProcessDied(_how_it_died(exc)) from None
-                return json.loads(text)
+            return await outcome_of(
+                self._runtimes, self._registration, self.task, self.context, self._limit
+            )
+        finally:
+            self._limit = None
 
     async def _cancel_unless_suspended(self, pause: int) -> None:
         await trio.sleep(self._runtimes.checkpoint_grace)
@@ -430,6 +253,84 @@ class Execution:
             self._limit.deadline = trio.current_time() + remaining
 
 
+def time_limit(task: Task) -> trio.CancelScope | None:
+    """The scope that ends a run at the task's time limit; None without a limit, so a
+    task without one costs no scope."""
+    if task.timeout is None:
+        return None
+    return trio.CancelScope(deadline=trio.current_time() + task.timeout)
+
+
+async def outcome_of(
+    runtimes: Runtimes,
+    registration: Registration | None,
+    task: Task,
+    context: TaskContext | None,
+    limit: trio.CancelScope | None,
+) -> Outcome:
+    """Run the handler (with ``context`` if it takes one) within ``limit``; its outcome.
+
+    Cancellation from outside (a stop, a shutdown) is the only thing that escapes.
+    """
+    if registration is None:
+        error = f"no handler is registered for task name {task.name!r}"
+        return Outcome(False, None, error, retryable=False)
+    if limit is None:
+        return await _handled(runtimes, registration, task, context)
+    with limit:
+        return await _handled(runtimes, registration, task, context)
+    return Outcome(False, None, f"timed out after {task.timeout:g} s")
+
+
+async def _handled(
+    runtimes: Runtimes, registration: Registration, task: Task, context: TaskContext | None
+) -> Outcome:
+    try:
+        result = await _invoke(runtimes, registration, task, context)
+        _json_text(result, "the handler's result")
+    except ResultNotJson as exc:
+        return Outcome(False, None, str(exc), retryable=False)
+    except Exception as exc:
+        log.info("task %d (%s) failed: %r", task.id, task.name, exc)
+        error = f"{type(exc).__name__}: {exc}"
+        return Outcome(False, None, error, retryable=not isinstance(exc, Permanent))
+    except BaseException as exc:
+        # Executions run beside the actors, unsupervised: anything but our own
+        # cancellation escaping here (sys.exit(), a KeyboardInterrupt or another
+        # BaseException raised by the handler) would stop the whole process.
+        # The CLI takes SIGINT through a signal receiver, so a KeyboardInterrupt
+        # here is the handler's own.
+        if _carries_cancellation(exc):
+            raise
+        log.error("task %d (%s) crashed: %r", task.id, task.name, exc)
+        return Outcome(False, None, f"{type(exc).__name__}: {exc}")
+    return Outcome(True, result, None)
+
+
+async def _invoke(
+    runtimes: Runtimes, registration: Registration, task: Task, context: TaskContext | None
+) -> Any:
+    payload = task.payload
+    args = (payload,) if context is None else (payload, context)
+    handler = registration.handler
+    match registration.runtime:
+        case Runtime.TRIO:
+            return await handler(*args)
+        case Runtime.ASYNCIO:
+            return await trio_asyncio.aio_as_trio(handler, loop=runtimes.loop)(*args)
+        case Runtime.THREAD:
+            call = functools.partial(handler, *args)
+            return await trio.to_thread.run_sync(call, abandon_on_cancel=True)
+        case Runtime.PROCESS:
+            try:
+                text = await runtimes.processes.run_sync(
+                    _run_in_process, handler, dict(payload), kill_on_cancel=True
+                )
+            except trio_parallel.BrokenWorkerError as exc:
+                raise ProcessDied(_how_it_died(exc)) from None
+            return json.loads(text)
+
+
 def _how_it_died(exc: BaseException) -> str:
     """trio-parallel reports a dead worker with its process object; say it in words."""
     codes = [code for arg in exc.args if isinstance(code := getattr(arg, "exitcode", None), int)]
@@ -450,9 +351,13 @@ def _carries_cancellation(exc: BaseException) -> bool:
     return isinstance(exc, BaseExceptionGroup) and exc.subgroup(trio.Cancelled) is not None
 
 
+# Built once: ``json.dumps`` with any option builds a new encoder at every call.
+_STRICT_JSON = json.JSONEncoder(allow_nan=False)
+
+
 def _json_text(value: Any, what: str) -> str:
     try:
-        return json.dumps(value, allow_nan=False)
+        return _STRICT_JSON.encode(value)
     except (TypeError, ValueError, RecursionError) as exc:
         raise ResultNotJson(f"{what} is not JSON-serialisable: {exc}") from None
 

@@ -420,8 +420,11 @@ DispatcherMessage: TypeAlias = (
 
 
 @dataclass(frozen=True, slots=True)
-class RunTask:
-    task: Task
+class RunTasks:
+    """The tasks one claim gave this worker, most urgent first: one message, so the
+    worker wakes once per claim rather than once per task."""
+
+    tasks: tuple[Task, ...]
 
 
 @dataclass(frozen=True, slots=True)
@@ -449,7 +452,7 @@ class Drain:
     reply: Reply | None
 
 
-WorkerMessage: TypeAlias = RunTask | StopTask | SetActive | AnnounceIdle | Drain
+WorkerMessage: TypeAlias = RunTasks | StopTask | SetActive | AnnounceIdle | Drain
 
 
 # --- Scheduler and supervisor inboxes ---

@@ -37,7 +37,6 @@ from taskq.config import (
     WRITER_INBOX_SIZE,
     Settings,
 )
-from taskq.execution import RetryPolicy, Runtimes, open_runtimes
 from taskq.messages import (
     AnnounceIdle,
     DispatcherMessage,
@@ -62,6 +61,7 @@ from taskq.models import Worker
 from taskq.monitor import Monitor
 from taskq.queue import Queue
 from taskq.registry import ExecutionDefaults, Registry, Runtime
+from taskq.runtimes import RetryPolicy, Runtimes, open_runtimes
 from taskq.store import Store
 from taskq.supervision import Liveness, RestartPolicy, supervise
 

@@ -29,8 +29,8 @@ from sqlalchemy.pool import NullPool
 from taskq import system
 from taskq.api.app import create_app
 from taskq.config import Settings
-from taskq.execution import Runtimes, open_runtimes
 from taskq.registry import Registry
+from taskq.runtimes import Runtimes, open_runtimes
 from taskq.store import Store
 
 # The PostgreSQL server the suite uses (.ci/run starts the local one).

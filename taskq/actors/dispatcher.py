@@ -4,7 +4,8 @@ It keeps the directory of worker inboxes and the set of idle workers. While
 there are idle workers it keeps ONE claim for all of them at the writer (a
 single transaction hands out, most urgent first, one task each and, on a deep
 queue of short tasks, several each: as many as recent durations say fit in
-``CLAIM_AHEAD_SECONDS``) and delivers what comes back. The claim waits: when
+``CLAIM_AHEAD_SECONDS``) and delivers what comes back, one ``RunTasks`` per
+worker. The claim waits: when
 nothing is ready the writer parks it and runs it again inside every later
 batch, so a task created for an idle system is claimed in the same commit
 that stored it, with no wake-up event and no second round trip. A claim's own
@@ -42,7 +43,7 @@ from taskq.errors import Unavailable
 from taskq.messages import (
     ClaimTasks,
     DispatcherMessage,
-    RunTask,
+    RunTasks,
     SetActive,
     StopDispatching,
     StopTask,
@@ -190,12 +191,20 @@ async def _claim_while_idle(state: _State, writer: trio.MemorySendChannel[Writer
             finally:
                 state.claiming = frozenset()
             backoff = RETRY_FIRST_SECONDS
-            for task in claimed:
-                assert task.worker_id is not None
-                state.idle.pop(task.worker_id, None)
-                _tell(state, task.worker_id, RunTask(task))
+            for worker_id, tasks in _by_worker(claimed).items():
+                state.idle.pop(worker_id, None)
+                _tell(state, worker_id, RunTasks(tuple(tasks)))
     finally:
         state.claimer = False
+
+
+def _by_worker(claimed: list[Task]) -> dict[int, list[Task]]:
+    """Each worker's share of a claim, in the order the claim dealt it (most urgent first)."""
+    shares: dict[int, list[Task]] = {}
+    for task in claimed:
+        assert task.worker_id is not None
+        shares.setdefault(task.worker_id, []).append(task)
+    return shares
 
 
 def _tell(state: _State, worker_id: int, message: WorkerMessage) -> None:

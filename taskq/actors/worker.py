@@ -2,16 +2,22 @@
 
 The tasks it is handed wait in ``backlog``: on a deep queue of short tasks a
 claim gives each worker several (``ClaimTasks.per_worker``, sized from the
-durations workers report when idle), so one commit serves many rounds of work.
-One Trio task of the worker's runs the backlog to its end and stops.
+durations workers report when idle), in one ``RunTasks``, so one commit serves
+many rounds of work. One Trio task of the worker's, started with it, runs the
+backlog and waits when it is empty; it yields once between two tasks, so that
+a stop or a drain waiting in the inbox goes first and a round of the scheduler
+stays one task per worker.
 
-It holds one execution at a time (``taskq.execution``): it starts it (or, for
-a resumed task, adopts the execution suspended at a checkpoint), waits for its
-ending, and sends the outcome to the writer fenced by the task's attempt, so an
-execution that was taken away never overwrites what happened since. A pause,
-a delete or the end of a shutdown's grace period stops the execution; a pause
-of a handler that checkpoints only suspends it, and the worker moves on. A
-pause or delete of a task still in the backlog drops it from there.
+It runs one task at a time (``taskq.execution``). A handler that takes no
+context runs right in that Trio task, inside a cancel scope that lasts until a
+stop uses it: no Trio task, no scope, no event of its own per task. Any other
+is an ``Execution`` the worker holds: it starts it (or, for a resumed task,
+adopts the execution suspended at a checkpoint) and waits for its ending. Either way the outcome
+goes to the writer fenced by the task's attempt, so an execution that was taken
+away never overwrites what happened since. A pause, a delete or the end of a
+shutdown's grace period stops the task; a pause of a handler that checkpoints
+only suspends it, and the worker moves on. A pause or delete of a task still
+in the backlog drops it from there.
 
 A worker announces itself idle once per idle spell (``announced``); it says so
 again only when the dispatcher has forgotten it: after being set inactive, or
@@ -30,7 +36,7 @@ import outcome
 import trio
 
 from taskq.errors import NotFound, TaskqError
-from taskq.execution import Execution, Outcome, Runtimes
+from taskq.execution import Execution, Outcome, outcome_of, time_limit
 from taskq.messages import (
     AnnounceIdle,
     DispatcherMessage,
@@ -38,7 +44,7 @@ from taskq.messages import (
     GetWorker,
     Reply,
     RequeueRunning,
-    RunTask,
+    RunTasks,
     SetActive,
     StopTask,
     WorkerHeartbeat,
@@ -50,19 +56,35 @@ from taskq.messages import (
 )
 from taskq.models import Task, WorkerStatus
 from taskq.registry import Registry
+from taskq.runtimes import Runtimes
 
 log = logging.getLogger(__name__)
 
 
 @dataclass
+class _Spell:
+    """One busy spell: when it began and how many tasks it ran."""
+
+    began: float
+    ran: int = 0
+
+
+@dataclass
 class _State:
     active: bool
-    current: Execution | None = None
+    # The task being run, until its outcome is with the writer.
+    current: Task | None = None
+    # The current task's execution, when it is an ``Execution`` (its handler takes a context).
+    held: Execution | None = None
+    # The scope that stops the current task's handler, while one runs in the worker.
+    stoppable: trio.CancelScope | None = None
     backlog: deque[Task] = field(default_factory=deque)
     drain: Reply | None = None
     announced: bool = False
-    # A Trio task of the worker's is running the backlog.
-    running: bool = False
+    # Set when tasks are handed; what the worker's task running them waits for.
+    handed: trio.Event = field(default_factory=trio.Event)
+    # The busy spell under way, if any.
+    spell: _Spell | None = None
     # Seconds per task of the last busy spell, told to the dispatcher when idle.
     task_seconds: float | None = None
 
@@ -98,27 +120,20 @@ async def run(
     state = _State(active=me.status == WorkerStatus.ACTIVE)
     async with trio.open_nursery() as nursery:
         nursery.start_soon(_heartbeat, worker_id, state, links, heartbeat_interval)
+        nursery.start_soon(_run_tasks, worker_id, state, links, handlers)
         _announce_if_idle(worker_id, state, links)
         async for message in links.inbox:
-            _handle(worker_id, state, message, links, handlers, nursery)
+            _handle(worker_id, state, message, links)
         nursery.cancel_scope.cancel()
 
 
-def _handle(
-    worker_id: int,
-    state: _State,
-    message: WorkerMessage,
-    links: Links,
-    handlers: Handlers,
-    nursery: trio.Nursery,
-) -> None:
+def _handle(worker_id: int, state: _State, message: WorkerMessage, links: Links) -> None:
     match message:
-        case RunTask(task=task):
+        case RunTasks(tasks=tasks):
             state.announced = False
-            state.backlog.append(task)
-            if not state.running and state.drain is None:
-                state.running = True
-                nursery.start_soon(_run_backlog, worker_id, state, links, handlers)
+            state.backlog.extend(tasks)
+            if state.drain is None:
+                state.handed.set()
         case StopTask(task_id=task_id, suspend=suspend):
             _stop(state, task_id, suspend=suspend)
         case SetActive(active=active):
@@ -136,52 +151,82 @@ def _handle(
 
 
 def _stop(state: _State, task_id: int, *, suspend: bool) -> None:
-    if state.current is not None and state.current.task.id == task_id:
-        state.current.stop(suspend=suspend)
+    if state.current is not None and state.current.id == task_id:
+        if state.held is not None:
+            state.held.stop(suspend=suspend)
+        elif state.stoppable is not None:
+            state.stoppable.cancel()
     state.backlog = deque(task for task in state.backlog if task.id != task_id)
 
 
-async def _run_backlog(worker_id: int, state: _State, links: Links, handlers: Handlers) -> None:
-    """Run the backlog to its end, one task after another, in this one Trio task.
+async def _run_tasks(worker_id: int, state: _State, links: Links, handlers: Handlers) -> None:
+    """Run what the worker is handed, one task after another, for the worker's life.
 
-    The execution stays ``current`` until its outcome is with the writer, so a
-    drain answered once nothing is current never leaves an outcome behind.
+    A stop of a handler running here cancels the scope around all this, which ends
+    only that task: the work goes on in a new scope.
     """
-    began, ran = trio.current_time(), 0
-    try:
-        while state.backlog and state.drain is None:
-            if ran:
-                # What reached the inbox meanwhile (a stop, a drain) goes first.
-                await trio.lowlevel.checkpoint()
-                if not state.backlog or state.drain is not None:
-                    break
-            ran += 1
-            task = state.backlog.popleft()
-            suspended = handlers.runtimes.take(task.id)
-            if suspended is None:
-                registration = handlers.registry.get(task.name)
-                execution = Execution(
-                    handlers.runtimes, registration, task, worker_id, links.writer
-                )
-            else:
-                execution = suspended
-                execution.adopt(task, worker_id)
-            state.current = execution
-            try:
-                ended = await (execution.run() if suspended is None else execution.ending())
-                if isinstance(ended, Outcome):
-                    # Not awaited: the worker's next claim then rides in the same commit as
-                    # this outcome. No one was promised the outcome, so if it is lost in a
-                    # crash the task is still `running` on disk and runs again after recovery.
-                    await _send(links.writer, handlers.runtimes.finish_command(task, ended))
-            finally:
-                state.current = None
-    finally:
-        state.running = False
-    if ran:
-        state.task_seconds = (trio.current_time() - began) / ran
-    _answer_drain(state)
-    _announce_if_idle(worker_id, state, links)
+    while True:
+        with trio.CancelScope() as stopper:
+            await _run_until_stopped(worker_id, state, links, handlers, stopper)
+
+
+async def _run_until_stopped(
+    worker_id: int, state: _State, links: Links, handlers: Handlers, stopper: trio.CancelScope
+) -> None:
+    """Run tasks, waiting for more when there are none, until ``stopper`` is cancelled.
+
+    The task stays ``current`` until its outcome is with the writer, so a drain
+    answered once nothing is current never leaves an outcome behind.
+    """
+    while True:
+        if state.spell is not None and state.spell.ran and _has_work(state):
+            # What reached the inbox meanwhile (a stop, a drain) goes first. A stop
+            # that its handler swallowed ends the run here, before the next task.
+            await trio.lowlevel.checkpoint()
+        spell = state.spell
+        if spell is None or not _has_work(state):
+            _end_spell(worker_id, state, links)
+            spell = state.spell = await _next_spell(state)
+        spell.ran += 1
+        task = state.current = state.backlog.popleft()
+        try:
+            ended = await _ending(worker_id, state, links, handlers, task, stopper)
+            if isinstance(ended, Outcome):
+                # Not awaited: the worker's next claim then rides in the same commit as
+                # this outcome. No one was promised the outcome, so if it is lost in a
+                # crash the task is still `running` on disk and runs again after recovery.
+                await _send(links.writer, handlers.runtimes.finish_command(task, ended))
+        finally:
+            state.current = state.held = None
+
+
+async def _ending(
+    worker_id: int,
+    state: _State,
+    links: Links,
+    handlers: Handlers,
+    task: Task,
+    stopper: trio.CancelScope,
+) -> Outcome | None:
+    """Run ``task``; its outcome, or None when there is none to report here."""
+    runtimes = handlers.runtimes
+    suspended = runtimes.take(task.id)
+    registration = handlers.registry.get(task.name)
+    if suspended is None and (registration is None or not registration.takes_context):
+        state.stoppable = stopper
+        try:
+            return await outcome_of(runtimes, registration, task, None, time_limit(task))
+        finally:
+            state.stoppable = None
+    if suspended is None:
+        assert registration is not None
+        state.held = Execution(runtimes, registration, task, worker_id, links.writer)
+        ended = await state.held.run()
+    else:
+        state.held = suspended
+        suspended.adopt(task, worker_id)
+        ended = await suspended.ending()
+    return ended if isinstance(ended, Outcome) else None
 
 
 async def _send(writer: trio.MemorySendChannel[WriterCommand], command: WriterCommand) -> None:
@@ -191,6 +236,25 @@ async def _send(writer: trio.MemorySendChannel[WriterCommand], command: WriterCo
         writer.send_nowait(command)
     except trio.WouldBlock:
         await writer.send(command)
+
+
+def _has_work(state: _State) -> bool:
+    return bool(state.backlog) and state.drain is None
+
+
+def _end_spell(worker_id: int, state: _State, links: Links) -> None:
+    spell, state.spell = state.spell, None
+    if spell is not None and spell.ran:
+        state.task_seconds = (trio.current_time() - spell.began) / spell.ran
+    _answer_drain(state)
+    _announce_if_idle(worker_id, state, links)
+
+
+async def _next_spell(state: _State) -> _Spell:
+    while not _has_work(state):
+        await state.handed.wait()
+        state.handed = trio.Event()
+    return _Spell(trio.current_time())
 
 
 def _answer_drain(state: _State) -> None:
@@ -228,5 +292,5 @@ async def _heartbeat(worker_id: int, state: _State, links: Links, interval: floa
 def _holding(state: _State) -> tuple[tuple[int, int], ...]:
     tasks = list(state.backlog)
     if state.current is not None:
-        tasks.append(state.current.task)
+        tasks.append(state.current)
     return tuple((task.id, task.attempt) for task in tasks)

@@ -17,7 +17,7 @@ from taskq.config import CLAIM_AHEAD_SECONDS
 from taskq.messages import (
     ClaimTasks,
     DispatcherMessage,
-    RunTask,
+    RunTasks,
     SetActive,
     StopDispatching,
     StopTask,
@@ -122,9 +122,9 @@ async def test_delivers_each_claimed_task_to_its_worker(harness: Harness) -> Non
 
     await harness.claim([running_task(10, 3), running_task(11, 1)])
 
-    assert await harness.received(1) == [RunTask(running_task(11, 1))]
+    assert await harness.received(1) == [RunTasks((running_task(11, 1),))]
     assert await harness.received(2) == []
-    assert await harness.received(3) == [RunTask(running_task(10, 3))]
+    assert await harness.received(3) == [RunTasks((running_task(10, 3),))]
 
 
 async def claim_after_reports(
@@ -144,7 +144,7 @@ async def claim_after_reports(
     return harness, command
 
 
-async def test_short_tasks_are_claimed_several_per_worker_and_all_delivered(
+async def test_short_tasks_are_claimed_several_per_worker_each_share_in_one_message(
     nursery: trio.Nursery,
 ) -> None:
     harness, command = await claim_after_reports(nursery, CLAIM_AHEAD_SECONDS / 100)
@@ -153,8 +153,8 @@ async def test_short_tasks_are_claimed_several_per_worker_and_all_delivered(
     handed = [running_task(10, 1), running_task(11, 2), running_task(12, 1)]
     answer(command.reply, outcome.Value(handed))
 
-    assert await harness.received(1) == [RunTask(handed[0]), RunTask(handed[2])]
-    assert await harness.received(2) == [RunTask(handed[1])]
+    assert await harness.received(1) == [RunTasks((handed[0], handed[2]))]
+    assert await harness.received(2) == [RunTasks((handed[1],))]
     await harness.no_claim()
 
 

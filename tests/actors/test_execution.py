@@ -31,7 +31,7 @@ import trio
 import trio.testing
 
 from taskq.actors import dispatcher, scheduler, worker, writer
-from taskq.execution import Permanent, RetryPolicy, open_runtimes
+from taskq.execution import Permanent
 from taskq.messages import (
     CreateTask,
     CreateWorker,
@@ -48,6 +48,7 @@ from taskq.messages import (
 )
 from taskq.models import NewTask, Task, TaskStatus
 from taskq.registry import Registry, Runtime, TaskContext
+from taskq.runtimes import RetryPolicy, open_runtimes
 from taskq.store import Store
 from tests.actors import runtime_handlers
 from tests.conftest import eventually

@@ -12,7 +12,6 @@ import trio
 import trio.testing
 
 from taskq.actors import worker, writer
-from taskq.execution import Runtimes
 from taskq.messages import (
     AnnounceIdle,
     ClaimTasks,
@@ -25,7 +24,7 @@ from taskq.messages import (
     GetWorker,
     ReportProgress,
     RequeueRunning,
-    RunTask,
+    RunTasks,
     SchedulerMessage,
     SetActive,
     StopTask,
@@ -39,6 +38,7 @@ from taskq.messages import (
 )
 from taskq.models import NewTask, TaskStatus, Worker, WorkerStatus
 from taskq.registry import Registry, TaskContext
+from taskq.runtimes import Runtimes
 from taskq.store import Store
 from tests.actors.conftest import DEADLINE_SECONDS, NOW, receive, running_task, wait
 
@@ -53,6 +53,10 @@ class Handlers:
         self.cancelled = trio.Event()
         self.release = trio.Event()
         self.contexts: list[TaskContext] = []
+        # The tasks ``gate`` was entered for, and those of them it was stopped in.
+        self.entered: list[int] = []
+        self.stopped: list[int] = []
+        self.entering = trio.Event()
 
     async def double(self, payload: Mapping[str, Any], context: TaskContext) -> dict[str, int]:
         self.contexts.append(context)
@@ -66,6 +70,28 @@ class Handlers:
             self.cancelled.set()
             raise
         return "released"
+
+    async def gate(self, payload: Mapping[str, Any]) -> None:
+        """Waits until stopped, saying when it entered and when it was stopped."""
+        self.entered.append(payload["n"])
+        self.entering.set()
+        self.entering = trio.Event()
+        try:
+            await trio.sleep_forever()
+        finally:
+            self.stopped.append(payload["n"])
+
+    async def stubborn(self, payload: Mapping[str, Any]) -> str:
+        """Swallows its stop and returns all the same."""
+        self.started.set()
+        try:
+            await wait(self.release)
+        except trio.Cancelled:
+            return "kept"
+        return "released"
+
+    async def plain(self, payload: Mapping[str, Any]) -> Mapping[str, Any]:
+        return payload
 
     async def boom(self, payload: Mapping[str, Any]) -> None:
         raise ValueError("boom")
@@ -85,7 +111,8 @@ class Handlers:
 class Harness:
     def __init__(self, registry: Registry, runtimes: Runtimes, nursery: trio.Nursery) -> None:
         self.handlers = Handlers()
-        for name in ("double", "hold", "boom", "unserialisable", "blocking", "chatty"):
+        names = ("double", "hold", "gate", "stubborn", "plain", "boom", "unserialisable")
+        for name in (*names, "blocking", "chatty"):
             registry.task(name)(getattr(self.handlers, name))
         self.handlers_in = worker.Handlers(registry, runtimes)
         self.nursery = nursery
@@ -120,7 +147,19 @@ class Harness:
                     self._progress_send.send_nowait(command)
 
     def run(self, task_id: int, name: str, payload: Mapping[str, Any] | None = None) -> None:
-        self.inbox.send_nowait(RunTask(running_task(task_id, WORKER, name=name, payload=payload)))
+        self.run_all((task_id, name, payload))
+
+    def run_all(self, *tasks: tuple[int, str, Mapping[str, Any] | None]) -> None:
+        """Hand the worker ``tasks`` in one message, as one claim does."""
+        handed = tuple(
+            running_task(task_id, WORKER, name=name, payload=payload)
+            for task_id, name, payload in tasks
+        )
+        self.inbox.send_nowait(RunTasks(handed))
+
+    async def entered(self, *task_ids: int) -> None:
+        while self.handlers.entered != list(task_ids):
+            await wait(self.handlers.entering)
 
     async def announcements(self) -> list[DispatcherMessage]:
         await trio.testing.wait_all_tasks_blocked()
@@ -164,7 +203,7 @@ async def test_runs_a_task_and_reports_its_outcome_fenced_by_the_attempt(
     started: Harness,
 ) -> None:
     task = running_task(5, WORKER, name="double", payload={"x": 21}, attempt=3)
-    started.inbox.send_nowait(RunTask(task))
+    started.inbox.send_nowait(RunTasks((task,)))
 
     assert await receive(started.finished) == FinishTask(5, 3, True, {"x": 42}, None, None)
     assert [(c.task_id, c.name, c.attempt, c.worker_id) for c in started.handlers.contexts] == [
@@ -201,8 +240,7 @@ async def test_a_task_arriving_while_busy_runs_next(started: Harness) -> None:
 async def test_tasks_handed_at_once_run_in_order_then_one_idle_announcement(
     started: Harness,
 ) -> None:
-    for task_id in (5, 6, 7):
-        started.run(task_id, "double", {"x": task_id})
+    started.run_all(*((task_id, "double", {"x": task_id}) for task_id in (5, 6, 7)))
 
     finished = [await receive(started.finished) for _ in range(3)]
 
@@ -252,6 +290,67 @@ async def test_stopping_the_running_task_moves_on_to_the_next_handed(started: Ha
     assert (await receive(started.finished)).task_id == 6
     assert started.handlers.cancelled.is_set()
     assert await started.announcements() == [WorkerIdle(WORKER)]
+
+
+async def test_each_stop_ends_only_its_own_handler_and_the_rest_runs_on(
+    started: Harness,
+) -> None:
+    started.run_all((5, "gate", {"n": 5}), (6, "gate", {"n": 6}), (7, "plain", {"n": 7}))
+    await started.entered(5)
+
+    started.inbox.send_nowait(StopTask(5))
+    await started.entered(5, 6)
+    started.inbox.send_nowait(StopTask(6))
+
+    finished = await receive(started.finished)
+    assert (finished.task_id, finished.result) == (7, {"n": 7})
+    assert started.handlers.stopped == [5, 6]
+    await started.no_finish()
+    assert await started.announcements() == [WorkerIdle(WORKER)]
+
+
+async def test_a_handler_that_swallows_its_stop_reports_and_the_next_task_runs(
+    started: Harness,
+) -> None:
+    started.run_all((5, "stubborn", None), (6, "plain", {"n": 6}))
+    await wait(started.handlers.started)
+
+    started.inbox.send_nowait(StopTask(5))
+
+    assert [(f.task_id, f.result) for f in [await receive(started.finished) for _ in "ab"]] == [
+        (5, "kept"),
+        (6, {"n": 6}),
+    ]
+
+
+async def test_runs_what_it_is_handed_spell_after_spell_and_after_a_stop(
+    started: Harness,
+) -> None:
+    started.run(5, "gate", {"n": 5})
+    await started.entered(5)
+    started.inbox.send_nowait(StopTask(5))
+    assert await started.announcements() == [WorkerIdle(WORKER)]
+
+    for task_id in (6, 7):
+        started.run(task_id, "plain", {"n": task_id})
+
+        assert (await receive(started.finished)).task_id == task_id
+        assert await started.announcements() == [WorkerIdle(WORKER)]
+    await started.no_finish()
+
+
+async def test_idle_announcements_tell_how_long_the_spell_took_per_task(
+    started: Harness, autojump_clock: trio.testing.MockClock
+) -> None:
+    started.run_all((5, "gate", {"n": 5}), (6, "plain", {"n": 6}))
+    await started.entered(5)
+    await trio.sleep(3)
+
+    started.inbox.send_nowait(StopTask(5))
+
+    (idle,) = await started.announcements()
+    assert isinstance(idle, WorkerIdle)
+    assert idle.task_seconds == pytest.approx(1.5)
 
 
 async def test_stop_task_drops_a_waiting_task(started: Harness) -> None:
@@ -439,7 +538,7 @@ async def test_with_the_real_writer_the_outcome_lands_on_the_claimed_task(
     assert await receive(dispatcher) == WorkerIdle(me.id)
 
     (claimed,) = await request(writer_send, lambda r: ClaimTasks((me.id,), r))
-    inbox_send.send_nowait(RunTask(claimed))
+    inbox_send.send_nowait(RunTasks((claimed,)))
 
     assert await receive(dispatcher) == WorkerIdle(me.id)
     done = await request(writer_send, lambda r: GetTask(task.id, r))
