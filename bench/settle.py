@@ -54,11 +54,14 @@ class Quiet:
 
     settle_seconds: float
     leftovers_ended: int
+    checkpoint: str
+    # As the previous run left the machine, then as this run found it.
+    fsync_before_p50_ms: float
+    fsync_before_max_ms: float
     cpu_busy_share: float
     cpu_quiet: bool
     fsync_p50_ms: float
     fsync_max_ms: float
-    checkpoint: str
 
     def as_dict(self) -> dict[str, object]:
         return asdict(self)
@@ -149,8 +152,10 @@ def fsync_probe() -> list[float]:
 
 
 def settle(run_id: str, postgres_conninfo: str) -> Quiet:
-    """Steps 1 to 4 of the module's docstring, then a look at the fsync latency."""
+    """Steps 1 to 4 of the module's docstring, with a look at the fsync latency before
+    and after."""
     started = time.monotonic()
+    before = fsync_probe()
     leftovers = end_leftovers(run_id)
     os.sync()
     done = checkpoint(postgres_conninfo)
@@ -159,9 +164,11 @@ def settle(run_id: str, postgres_conninfo: str) -> Quiet:
     return Quiet(
         settle_seconds=round(time.monotonic() - started, 2),
         leftovers_ended=leftovers,
+        checkpoint=done,
+        fsync_before_p50_ms=round(statistics.median(before), 3),
+        fsync_before_max_ms=round(max(before), 3),
         cpu_busy_share=round(share, 3),
         cpu_quiet=quiet,
         fsync_p50_ms=round(statistics.median(fsyncs), 3),
         fsync_max_ms=round(max(fsyncs), 3),
-        checkpoint=done,
     )
