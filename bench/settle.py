@@ -43,6 +43,7 @@ CPU_SAMPLE_SECONDS = 0.5
 CPU_BUSY_QUIET_SHARE = 0.2
 QUIET_SAMPLES = 3
 LEFTOVER_EXIT_SECONDS = 5.0
+BUSIEST_SHOWN = 3
 FSYNC_PROBES = 20
 FSYNC_PROBE_BYTES = 4096
 FSYNC_PROBE_GAP_SECONDS = 0.01
@@ -62,6 +63,8 @@ class Quiet:
     cpu_quiet: bool
     fsync_p50_ms: float
     fsync_max_ms: float
+    # The processes that used the most CPU in the last sample: who kept it busy.
+    busiest: tuple[str, ...]
 
     def as_dict(self) -> dict[str, object]:
         return asdict(self)
@@ -79,6 +82,37 @@ def busy_share(before: tuple[int, int], after: tuple[int, int]) -> float:
     total = after[0] - before[0]
     idle = after[1] - before[1]
     return 1.0 - idle / total if total > 0 else 0.0
+
+
+def process_cpu() -> dict[int, tuple[str, int]]:
+    """Every process's (command name, CPU jiffies used so far)."""
+    found = {}
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            stat = (entry / "stat").read_text()
+        except OSError:  # gone meanwhile
+            continue
+        name = stat[stat.index("(") + 1 : stat.rindex(")")]
+        fields = stat[stat.rindex(")") + 2 :].split()
+        found[int(entry.name)] = (name, int(fields[11]) + int(fields[12]))
+    return found
+
+
+def busiest(
+    before: dict[int, tuple[str, int]], after: dict[int, tuple[str, int]], seconds: float
+) -> tuple[str, ...]:
+    """The BUSIEST_SHOWN processes that used the most CPU between two readings, with
+    the share of one core each used."""
+    ticks = os.sysconf("SC_CLK_TCK") * seconds
+    used = [
+        (jiffies - before[pid][1], name)
+        for pid, (name, jiffies) in after.items()
+        if pid in before and jiffies > before[pid][1]
+    ]
+    used.sort(reverse=True)
+    return tuple(f"{name} {100 * jiffies / ticks:.0f}%" for jiffies, name in used[:BUSIEST_SHOWN])
 
 
 def marked_processes(run_id: str) -> list[int]:
@@ -122,19 +156,21 @@ def checkpoint(conninfo: str) -> str:
     return "done"
 
 
-def wait_cpu_quiet(within: float) -> tuple[float, bool]:
-    """Wait until QUIET_SAMPLES windows in a row were quiet; (last share, quiet?)."""
+def wait_cpu_quiet(within: float) -> tuple[float, bool, tuple[str, ...]]:
+    """Wait until QUIET_SAMPLES windows in a row were quiet; (last share, quiet?, the
+    busiest processes of the last window)."""
     deadline = time.monotonic() + within
     quiet_in_a_row = 0
-    share = 1.0
+    share, users = 1.0, ()
     while quiet_in_a_row < QUIET_SAMPLES:
         if time.monotonic() > deadline:
-            return share, False
-        before = cpu_times()
+            return share, False, users
+        before, processes = cpu_times(), process_cpu()
         time.sleep(CPU_SAMPLE_SECONDS)
         share = busy_share(before, cpu_times())
+        users = busiest(processes, process_cpu(), CPU_SAMPLE_SECONDS)
         quiet_in_a_row = quiet_in_a_row + 1 if share <= CPU_BUSY_QUIET_SHARE else 0
-    return share, True
+    return share, True, users
 
 
 def fsync_probe() -> list[float]:
@@ -159,7 +195,7 @@ def settle(run_id: str, postgres_conninfo: str) -> Quiet:
     leftovers = end_leftovers(run_id)
     os.sync()
     done = checkpoint(postgres_conninfo)
-    share, quiet = wait_cpu_quiet(SETTLE_WITHIN_SECONDS - (time.monotonic() - started))
+    share, quiet, users = wait_cpu_quiet(SETTLE_WITHIN_SECONDS - (time.monotonic() - started))
     fsyncs = fsync_probe()
     return Quiet(
         settle_seconds=round(time.monotonic() - started, 2),
@@ -171,4 +207,5 @@ def settle(run_id: str, postgres_conninfo: str) -> Quiet:
         cpu_quiet=quiet,
         fsync_p50_ms=round(statistics.median(fsyncs), 3),
         fsync_max_ms=round(max(fsyncs), 3),
+        busiest=users,
     )

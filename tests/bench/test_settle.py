@@ -77,7 +77,7 @@ def test_waits_for_quiet_samples_in_a_row(monkeypatch: pytest.MonkeyPatch) -> No
     monkeypatch.setattr(settle, "cpu_times", lambda: next(times))
     monkeypatch.setattr(settle.time, "sleep", windows.append)
 
-    share, was_quiet = settle.wait_cpu_quiet(within=3600)
+    share, was_quiet, _ = settle.wait_cpu_quiet(within=3600)
 
     assert was_quiet
     assert share == pytest.approx(quiet)
@@ -91,7 +91,22 @@ def test_gives_up_on_a_cpu_that_stays_busy(monkeypatch: pytest.MonkeyPatch) -> N
     monkeypatch.setattr(settle.time, "sleep", lambda seconds: None)
     monkeypatch.setattr(settle.time, "monotonic", lambda: float(next(clock)))
 
-    share, was_quiet = settle.wait_cpu_quiet(within=20)
+    share, was_quiet, _ = settle.wait_cpu_quiet(within=20)
 
     assert not was_quiet
     assert share == pytest.approx(0.9)
+
+
+def test_the_busiest_processes_come_first_with_their_share_of_a_core() -> None:
+    ticks = os.sysconf("SC_CLK_TCK")
+    before = {1: ("idle", 100), 2: ("spinner", 100), 3: ("half", 100), 4: ("gone", 0)}
+    after = {1: ("idle", 100), 2: ("spinner", 100 + ticks), 3: ("half", 100 + ticks // 2)}
+    after[5] = ("new", 10)
+
+    assert settle.busiest(before, after, seconds=1.0) == ("spinner 100%", "half 50%")
+
+
+def test_reads_this_process_s_own_cpu_use() -> None:
+    name, jiffies = settle.process_cpu()[os.getpid()]
+    assert name.startswith("python") or name == "pytest"
+    assert jiffies > 0
