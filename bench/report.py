@@ -391,6 +391,18 @@ def when(documents: dict[str, Document]) -> str:
     return dates[0] if dates[0] == dates[-1] else f"{dates[0]} to {dates[-1]}"
 
 
+def unsettled(document: Document) -> str:
+    """Names the runs that began on a CPU still busy when settling gave up (``settle``)."""
+    busy = [
+        name
+        for name, outcome in document["systems"].items()
+        if outcome.get("quiet", {}).get("cpu_quiet") is False
+    ]
+    if not busy:
+        return ""
+    return f" Began on a CPU still busy after settling: {', '.join(busy)}."
+
+
 def page(documents: dict[str, Document], chart_name: str | None) -> str:
     sections = []
     for scenario in (*PEER_SCENARIOS, *TASKQ_SCENARIOS):
@@ -399,7 +411,7 @@ def page(documents: dict[str, Document], chart_name: str | None) -> str:
         load = document["machine"]["load_average_at_end"]
         sections.append(
             f"### {scenario}\n\n{table(document)}\n\n"
-            f"Measured {document['date']}, load average at the end {load}."
+            f"Measured {document['date']}, load average at the end {load}.{unsettled(document)}"
         )
     image = f"![taskq beside its peers]({chart_name})" if chart_name else "(no chart)"
     template = string.Template(TEMPLATE.read_text())

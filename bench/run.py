@@ -28,6 +28,7 @@ import socket
 import subprocess
 import sys
 import time
+import uuid
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -35,6 +36,7 @@ from typing import Any
 
 import machine
 import report
+import settle
 from common import DEFAULT_LEAD_SECONDS
 
 BENCH = Path(__file__).resolve().parent
@@ -69,6 +71,7 @@ QUICK_N = {
 }
 RUN_WITHIN_SECONDS = 1800
 POSTGRES_URL = "postgresql+psycopg://postgres@127.0.0.1:5432/postgres"
+POSTGRES_CONNINFO = "host=127.0.0.1 port=5432 user=postgres dbname=postgres"
 REDIS_ADDRESS = ("127.0.0.1", 6379)
 POSTGRES_ADDRESS = ("127.0.0.1", 5432)
 SERVICE_UP_WITHIN_SECONDS = 30.0
@@ -83,6 +86,8 @@ class Outcome:
     result: dict[str, Any] = field(default_factory=dict)
     error: str = ""
     seconds: float = 0.0
+    # The machine as the run found it (``settle.Quiet``).
+    quiet: dict[str, Any] = field(default_factory=dict)
 
 
 def listening(address: tuple[str, int]) -> bool:
@@ -149,7 +154,16 @@ class Run:
     options: tuple[str, ...] = ()
 
 
-def run_one(run: Run, common_options: list[str]) -> Outcome:
+def run_one(run: Run, common_options: list[str], run_id: str) -> Outcome:
+    """Settle the machine (``settle``), then run one system module's scenario."""
+    quiet = settle.settle(run_id, POSTGRES_CONNINFO).as_dict()
+    print(f"  starting on {quiet}", file=sys.stderr, flush=True)
+    outcome = _measure(run, common_options, run_id)
+    outcome.quiet = quiet
+    return outcome
+
+
+def _measure(run: Run, common_options: list[str], run_id: str) -> Outcome:
     system, scenario = run.label, run.scenario
     options = ["--n", str(run.n), *common_options, *run.options]
     module = BENCH / "systems" / f"{run.module}.py"
@@ -158,7 +172,7 @@ def run_one(run: Run, common_options: list[str]) -> Outcome:
     # -P: the module's own folder must not come first on the path, or bench/systems/rq.py
     # would shadow the rq library; the repository root makes `bench` importable.
     command = [sys.executable, "-P", str(module), scenario, *options]
-    environ = {**os.environ, "PYTHONPATH": str(REPO_ROOT)}
+    environ = {**os.environ, "PYTHONPATH": str(REPO_ROOT), settle.MARKER_ENV: run_id}
     started = time.monotonic()
     try:
         done = subprocess.run(
@@ -260,6 +274,7 @@ def main() -> None:
     facts = machine.describe(f'make bench ARGS="{arguments}"' if arguments else "make bench")
     (folder / "machine.json").write_text(json.dumps(facts, indent=2) + "\n")
     systems = [system for system in SYSTEMS if system in args.only]
+    run_id = uuid.uuid4().hex
     common_options = ["--lead", str(args.lead)]
     if args.connections:
         common_options += ["--connections", str(args.connections)]
@@ -267,7 +282,7 @@ def main() -> None:
         outcomes = []
         for run in runs(scenario, systems, sizes):
             print(f"{scenario}: {run.label} ...", file=sys.stderr, flush=True)
-            outcomes.append(run_one(run, common_options))
+            outcomes.append(run_one(run, common_options, run_id))
         if not outcomes:
             continue
         found = document(scenario, sizes[scenario], args, outcomes)

@@ -8,10 +8,13 @@ Python-API scenarios run the whole system in this process (no HTTP):
 * ``throughput``: N ``taskq.echo`` tasks enqueued in bulk (``Queue.submit_many``,
   1,000 per call), drained by the workers; rates from the first enqueue to the
   last ``completed_at``.
-* ``latency``: N tasks one after another on an idle system; enqueue (just before
-  ``submit``) -> the handler's first line.
+* ``latency``: N tasks one after another on an idle system, each after the peers'
+  pause (``bench.common.LATENCY_PAUSE_SECONDS``); enqueue (just before ``submit``)
+  -> the handler's first line.
 * ``punctuality``: N tasks, each scheduled ``--lead`` s ahead, submitted 10 ms
   apart; the handler's first line (wall clock) - ``scheduled_at``.
+
+Both first run one warm-up task, as the peers' runs do.
 
 HTTP scenarios start ``python -m taskq`` on a fresh SQLite file (or a fresh
 PostgreSQL database with ``--db``) and talk to it with a small HTTP/1.1
@@ -57,6 +60,11 @@ import trio  # noqa: E402
 from sqlalchemy import create_engine, insert, text  # noqa: E402
 from sqlalchemy.engine import make_url  # noqa: E402
 
+from bench.common import (  # noqa: E402
+    LATENCY_PAUSE_SECONDS,
+    PUNCTUALITY_SPACING_SECONDS,
+    WARM_UP_TASK,
+)
 from taskq import system  # noqa: E402
 from taskq.config import Settings  # noqa: E402
 from taskq.models import NewTask, Priority, TaskStatus, utcnow  # noqa: E402
@@ -89,7 +97,6 @@ PRIORITY_SPACING_SECONDS = 0.05
 MARK_POLL_SECONDS = 0.001
 MARKS_FILE_ENV = "BENCH_MARKS_FILE"
 CRITICAL = int(Priority.CRITICAL)
-PUNCTUALITY_SPACING_SECONDS = 0.01
 
 Json = dict[str, Any]
 
@@ -176,6 +183,12 @@ class Marks:
             await self.changed.wait()
         return self.started[number]
 
+    async def warm_up(self, queue: Any) -> None:
+        """One task through the whole path before measuring, as every peer's run has:
+        the workers' start-up is not part of the first measured task."""
+        await queue.submit("bench.mark", {"n": WARM_UP_TASK})
+        await self.wait_for(WARM_UP_TASK)
+
 
 async def with_system(
     url: str, workers: int, registry: Registry, body: Callable[[Any], Awaitable[Json]]
@@ -256,13 +269,16 @@ async def latency(args: argparse.Namespace) -> Json:
     marks = Marks()
 
     async def body(queue: Any) -> Json:
+        await marks.warm_up(queue)
         delays: list[float] = []
         for number in range(args.n):
+            # The peers' pause: each task meets an idle system, and the run lasts as long
+            # as theirs, periodic work (heartbeats) included.
+            await trio.sleep(LATENCY_PAUSE_SECONDS)
             started = time.perf_counter()
             await queue.submit("bench.mark", {"n": number})
             began, _ = await marks.wait_for(number)
             delays.append((began - started) * 1000)
-            await trio.sleep(0.005)  # let the finish commit: each task meets an idle system
         return {
             **summary_ms(delays),
             "n": args.n,
@@ -278,6 +294,7 @@ async def punctuality(args: argparse.Namespace) -> Json:
     marks = Marks()
 
     async def body(queue: Any) -> Json:
+        await marks.warm_up(queue)
         due: dict[int, datetime] = {}
         for number in range(args.n):
             at = utcnow() + timedelta(seconds=args.lead)

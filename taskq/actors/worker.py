@@ -35,6 +35,7 @@ from dataclasses import dataclass, field
 import outcome
 import trio
 
+from taskq.config import HEARTBEAT_PHASES
 from taskq.errors import NotFound, TaskqError
 from taskq.execution import Execution, Outcome, outcome_of, time_limit
 from taskq.messages import (
@@ -273,10 +274,14 @@ async def _heartbeat(worker_id: int, state: _State, links: Links, interval: floa
     """Say the worker lives, and stop what the database says is no longer its to run.
 
     The stop is the fallback for a pause or delete whose notice from another
-    node was lost; the usual path is the dispatcher's ``StopTask``.
+    node was lost; the usual path is the dispatcher's ``StopTask``. The first beat
+    is put off by the worker's phase (``HEARTBEAT_PHASES``), less than half an
+    interval, so it still comes well inside the dead-node timeout.
     """
+    delay = interval * (1 + (worker_id % HEARTBEAT_PHASES) / (2 * HEARTBEAT_PHASES))
     while True:
-        await trio.sleep(interval)
+        await trio.sleep(delay)
+        delay = interval
         beat = functools.partial(WorkerHeartbeat, worker_id, _holding(state), interval)
         try:
             lost: list[int] = await request(links.writer, beat)

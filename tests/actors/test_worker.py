@@ -517,6 +517,32 @@ async def test_heartbeats_on_its_interval(
     assert harness.writes.count(WorkerHeartbeat) == 3
 
 
+async def test_workers_started_together_heartbeat_one_by_one(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    """All their beats in one writer batch would hold up every other write for long."""
+    interval = 10.0
+    writer_send, writes = trio.open_memory_channel[WriterCommand](math.inf)
+    inbox_send, inbox = trio.open_memory_channel[WorkerMessage](math.inf)
+    dispatcher_send, _ = trio.open_memory_channel[DispatcherMessage](math.inf)
+    links = worker.Links(inbox, inbox_send, dispatcher_send, writer_send)
+    started = trio.current_time()
+    first_beats: dict[int, float] = {}
+    async with trio.open_nursery() as nursery:
+        for worker_id in range(1, 5):
+            state = worker._State(active=True)
+            nursery.start_soon(worker._heartbeat, worker_id, state, links, interval)
+        while len(first_beats) < 4:
+            command = await writes.receive()
+            assert isinstance(command, WorkerHeartbeat)
+            first_beats.setdefault(command.worker_id, trio.current_time() - started)
+            answer(command.reply, outcome.Value([]))
+        nursery.cancel_scope.cancel()
+
+    assert len(set(first_beats.values())) == 4
+    assert all(interval <= at < 1.5 * interval for at in first_beats.values())
+
+
 # --- against the real writer ---
 
 
