@@ -34,6 +34,7 @@ CLAIMED_COLUMNS += ("timeout", "progress")
 _INSERTED: tuple[str, ...] = ("name", "payload", "priority", "scheduled_at", "status")
 _INSERTED += ("created_at", "updated_at")
 _INSERTED += ("max_attempts", "timeout")
+PRIORITIES = {int(priority): priority for priority in Priority}
 # SQLite allows 32,766 parameters in a statement; nine a row stays far below that.
 INSERT_ROWS_MAX = 500
 
@@ -52,8 +53,11 @@ class HotStatements:
             column.name: column.type.dialect_impl(dialect).bind_processor(dialect)
             for column in tasks.c
         }
-        self._from_db: list[Processor] = [
-            _result_processor(tasks.c[name].type, dialect) for name in CLAIMED_COLUMNS
+        # (index in ``CLAIMED_COLUMNS``, conversion) of the columns that need one.
+        self._converting: list[tuple[int, Callable[[Any], Any]]] = [
+            (index, convert)
+            for index, name in enumerate(CLAIMED_COLUMNS)
+            if (convert := _result_processor(tasks.c[name].type, dialect)) is not None
         ]
         self._inserts: dict[int, str] = {}
         mark = self._mark
@@ -80,7 +84,15 @@ class HotStatements:
         return value if convert is None or value is None else convert(value)
 
     def claimed(self, row: Sequence[Any], worker_id: int, now: datetime) -> Task:
-        """A ready row (``CLAIMED_COLUMNS``) as the task ``take`` makes of it."""
+        """A ready row (``CLAIMED_COLUMNS``) as the task ``take`` makes of it.
+
+        Only the columns with a conversion go through one (on SQLite the JSON and
+        time columns, on PostgreSQL none): this runs once per task claimed.
+        """
+        values = list(row)
+        for index, convert in self._converting:
+            if values[index] is not None:
+                values[index] = convert(values[index])
         (
             task_id,
             name,
@@ -95,29 +107,26 @@ class HotStatements:
             max_attempts,
             timeout,
             progress,
-        ) = (
-            value if convert is None or value is None else convert(value)
-            for convert, value in zip(self._from_db, row, strict=True)
-        )
+        ) = values
         return Task(
-            id=task_id,
-            name=name,
-            payload=payload,
-            priority=Priority(priority),
-            scheduled_at=scheduled_at,
-            status=TaskStatus.RUNNING,
-            created_at=created_at,
-            updated_at=now,
-            started_at=now,
-            completed_at=None,
-            worker_id=worker_id,
-            result=result,
-            error=error,
-            attempt=attempt + 1,
-            attempts=attempts + 1,
-            max_attempts=max_attempts,
-            timeout=timeout,
-            progress=progress,
+            task_id,
+            name,
+            payload,
+            PRIORITIES[priority],
+            scheduled_at,
+            TaskStatus.RUNNING,
+            created_at,
+            now,
+            now,
+            None,
+            worker_id,
+            result,
+            error,
+            attempt + 1,
+            attempts + 1,
+            max_attempts,
+            timeout,
+            progress,
         )
 
     def insert(self, rows: int) -> str:
@@ -182,23 +191,23 @@ def create_many(connection: Connection, news: Sequence[NewTask], now: datetime) 
         ids = sorted(row[0] for row in db.fetchall())
         created += [
             Task(
-                id=task_id,
-                name=new.name,
-                payload=new.payload,
-                priority=Priority(new.priority),
-                scheduled_at=new.scheduled_at,
-                status=status,
-                created_at=now,
-                updated_at=now,
-                started_at=None,
-                completed_at=None,
-                worker_id=None,
-                result=None,
-                error=None,
-                attempt=0,
-                attempts=0,
-                max_attempts=new.max_attempts,
-                timeout=new.timeout,
+                task_id,
+                new.name,
+                new.payload,
+                PRIORITIES[new.priority],
+                new.scheduled_at,
+                status,
+                now,
+                now,
+                None,
+                None,
+                None,
+                None,
+                None,
+                0,
+                0,
+                new.max_attempts,
+                new.timeout,
             )
             for task_id, new, status in zip(ids, chunk, statuses, strict=True)
         ]
