@@ -80,8 +80,12 @@ class HotStatements:
         )
 
     def value(self, column: str, value: Any) -> Any:
-        convert = self._to_db[column]
-        return value if convert is None or value is None else convert(value)
+        return self.converter(column)(value)
+
+    def converter(self, column: str) -> Callable[[Any], Any]:
+        """The column's conversion of a value for the driver (None stays None): taken
+        once per statement rather than looked up for every value of every row."""
+        return self._to_db[column] or _unchanged
 
     def claimed(self, row: Sequence[Any], worker_id: int, now: datetime) -> Task:
         """A ready row (``CLAIMED_COLUMNS``) as the task ``take`` makes of it.
@@ -140,6 +144,10 @@ class HotStatements:
         return self._inserts[rows]
 
 
+def _unchanged(value: Any) -> Any:
+    return value
+
+
 def _result_processor(column_type: TypeEngine[Any], dialect: Dialect) -> Processor:
     """The column's own conversion of what the driver returns; drivers return floats as
     floats already (and PostgreSQL's numeric processors want the wire type's code)."""
@@ -167,6 +175,8 @@ def create_many(connection: Connection, news: Sequence[NewTask], now: datetime) 
     """
     hot = statements_for(connection.dialect)
     stamp = hot.value("created_at", now)
+    payload_to_db = hot.converter("payload")
+    time_to_db = hot.converter("scheduled_at")
     created: list[Task] = []
     db = cursor(connection)
     for start in range(0, len(news), INSERT_ROWS_MAX):
@@ -178,9 +188,9 @@ def create_many(connection: Connection, news: Sequence[NewTask], now: datetime) 
             statuses.append(status)
             params += (
                 new.name,
-                hot.value("payload", dict(new.payload)),
+                payload_to_db(dict(new.payload)),
                 int(new.priority),
-                hot.value("scheduled_at", new.scheduled_at),
+                time_to_db(new.scheduled_at),
                 str(status),
                 stamp,
                 stamp,
@@ -244,11 +254,12 @@ def finish_many(
     """
     hot = statements_for(connection.dialect)
     stamp = hot.value("completed_at", now)
+    result_to_db = hot.converter("result")
     db = cursor(connection)
     db.executemany(
         hot.finish,
         [
-            (str(status), hot.value("result", result), error, stamp, stamp, task_id, attempt)
+            (str(status), result_to_db(result), error, stamp, stamp, task_id, attempt)
             for task_id, attempt, status, result, error in outcomes
         ],
     )
