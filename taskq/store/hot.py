@@ -61,6 +61,14 @@ class HotStatements:
         ]
         self._inserts: dict[int, str] = {}
         mark = self._mark
+        # PostgreSQL plans the claim by its statistics of the table, and before it has
+        # any (a queue filled since the last ANALYZE: autovacuum's comes within a
+        # minute or so) it expects a few pending rows, reads them all through a bitmap
+        # scan and sorts them: 100 ms at a depth of 100,000 instead of 0.2 ms. With
+        # sorting off for the claim's transaction the only plan left is the walk down
+        # ``ix_tasks_ready``, which is also the plan it picks with statistics. Claims
+        # run last in a batch, and nothing else in it sorts.
+        self.steer_claim = "SET LOCAL enable_sort = off" if dialect.name == "postgresql" else None
         # Most urgent first, read through ``ix_tasks_ready`` without a sort.
         self.ready = (
             f"SELECT {', '.join(CLAIMED_COLUMNS)} FROM tasks"
@@ -234,6 +242,8 @@ def claim(
     """
     hot = statements_for(connection.dialect)
     db = cursor(connection)
+    if hot.steer_claim is not None:
+        db.execute(hot.steer_claim)
     db.execute(hot.ready, (len(worker_ids) * per_worker,))
     pairs = list(zip(db.fetchall(), itertools.cycle(worker_ids)))
     if not pairs:
