@@ -148,7 +148,13 @@ async def run(
 
 
 def _subscribe(state: HubState, after: int | None, buffer: int, reply: Reply | None) -> Subscriber:
-    replay, complete = state.since(after) if after is not None else ([], True)
+    replay: list[Change] = []
+    complete = True
+    if after is None:
+        # What committed before is made for the ring, not sent down this stream.
+        state.make()
+    else:
+        replay, complete = state.since(after)
     send, receive = trio.open_memory_channel[Change](buffer + len(replay))
     for change in replay:
         send.send_nowait(change)

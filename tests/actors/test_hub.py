@@ -302,3 +302,11 @@ async def test_a_subscriber_resumes_through_batches_nobody_watched(events: Hub) 
     assert [change.task_id for change in changes] == [111, 112, 113, 114]
     await events.commit(created(200))
     assert [change.id for change in await take(resumed, 1)] == [32]
+
+
+async def test_a_new_subscriber_gets_only_what_commits_after_it(events: Hub) -> None:
+    await events.commit(created(1), created(2))
+    subscription = await events.subscribe()
+    await events.commit(created(3))
+    (change,) = await take(subscription, 1)
+    assert (change.id, change.task_id) == (3, 3)
