@@ -310,3 +310,23 @@ async def test_a_new_subscriber_gets_only_what_commits_after_it(events: Hub) -> 
     await events.commit(created(3))
     (change,) = await take(subscription, 1)
     assert (change.id, change.task_id) == (3, 3)
+
+
+async def test_one_batch_counts_each_name_and_outcome_apart(events: Hub) -> None:
+    subscription = await events.subscribe()
+    claimed = [running_task(task_id, 7, name=name) for task_id, name in enumerate("aabb", 1)]
+    await events.commit((ClaimTasks((7,), None), claimed))
+    outcomes = [(1, True), (2, False), (3, True), (4, True)]
+    await events.commit(
+        *((FinishTask(task_id, 1, ok, None, None, None), True) for task_id, ok in outcomes)
+    )
+    await take(subscription, len(claimed) + len(outcomes))
+    finished = metric_samples(events.metrics, "taskq_tasks_finished_total")
+    assert finished == {
+        (("name", "a"), ("outcome", "completed")): 1,
+        (("name", "a"), ("outcome", "failed")): 1,
+        (("name", "b"), ("outcome", "completed")): 2,
+        (("name", "b"), ("outcome", "failed")): 0,
+    }
+    runs = metric_samples(events.metrics, "taskq_task_run_seconds_count")
+    assert runs == {(("name", "a"),): 2, (("name", "b"),): 2}
