@@ -34,6 +34,7 @@ CLAIMED_COLUMNS += ("timeout", "progress")
 _INSERTED: tuple[str, ...] = ("name", "payload", "priority", "scheduled_at", "status")
 _INSERTED += ("created_at", "updated_at")
 _INSERTED += ("max_attempts", "timeout")
+# A stored priority as its enum member, by a dict lookup rather than an enum call.
 PRIORITIES = {int(priority): priority for priority in Priority}
 # SQLite allows 32,766 parameters in a statement; nine a row stays far below that.
 INSERT_ROWS_MAX = 500
@@ -121,24 +122,24 @@ class HotStatements:
             progress,
         ) = values
         return Task(
-            task_id,
-            name,
-            payload,
-            PRIORITIES[priority],
-            scheduled_at,
-            TaskStatus.RUNNING,
-            created_at,
-            now,
-            now,
-            None,
-            worker_id,
-            result,
-            error,
-            attempt + 1,
-            attempts + 1,
-            max_attempts,
-            timeout,
-            progress,
+            id=task_id,
+            name=name,
+            payload=payload,
+            priority=PRIORITIES[priority],
+            scheduled_at=scheduled_at,
+            status=TaskStatus.RUNNING,
+            created_at=created_at,
+            updated_at=now,
+            started_at=now,
+            completed_at=None,
+            worker_id=worker_id,
+            result=result,
+            error=error,
+            attempt=attempt + 1,
+            attempts=attempts + 1,
+            max_attempts=max_attempts,
+            timeout=timeout,
+            progress=progress,
         )
 
     def insert(self, rows: int) -> str:
@@ -209,23 +210,23 @@ def create_many(connection: Connection, news: Sequence[NewTask], now: datetime) 
         ids = sorted(row[0] for row in db.fetchall())
         created += [
             Task(
-                task_id,
-                new.name,
-                new.payload,
-                PRIORITIES[new.priority],
-                new.scheduled_at,
-                status,
-                now,
-                now,
-                None,
-                None,
-                None,
-                None,
-                None,
-                0,
-                0,
-                new.max_attempts,
-                new.timeout,
+                id=task_id,
+                name=new.name,
+                payload=new.payload,
+                priority=PRIORITIES[new.priority],
+                scheduled_at=new.scheduled_at,
+                status=status,
+                created_at=now,
+                updated_at=now,
+                started_at=None,
+                completed_at=None,
+                worker_id=None,
+                result=None,
+                error=None,
+                attempt=0,
+                attempts=0,
+                max_attempts=new.max_attempts,
+                timeout=new.timeout,
             )
             for task_id, new, status in zip(ids, chunk, statuses, strict=True)
         ]
