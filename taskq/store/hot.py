@@ -35,6 +35,7 @@ _INSERTED: tuple[str, ...] = ("name", "payload", "priority", "scheduled_at", "st
 _INSERTED += ("created_at", "updated_at")
 _INSERTED += ("max_attempts", "timeout")
 # A stored priority as its enum member, by a dict lookup rather than an enum call.
+# A stored priority as its enum member, by a dict lookup rather than an enum call.
 PRIORITIES = {int(priority): priority for priority in Priority}
 # SQLite allows 32,766 parameters in a statement; nine a row stays far below that.
 INSERT_ROWS_MAX = 500
@@ -121,6 +122,8 @@ class HotStatements:
             timeout,
             progress,
         ) = values
+        # By position: calling a class with keywords builds a dict of them on every call.
+        # tests/store checks that a claimed task equals the stored row, field by field.
         return Task(
             id=task_id,
             name=name,
