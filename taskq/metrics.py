@@ -9,7 +9,7 @@ system has its own ``CollectorRegistry``: several systems may share a process
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 
@@ -104,8 +104,10 @@ class Metrics:
             self._per_name[label] = found
         return found
 
-    def task_created(self, task: Task) -> None:
-        self._of(task.name).created.inc()
+    def add_created(self, names: Mapping[str, int]) -> None:
+        """``names``: how many tasks of each name one batch created (one ``inc`` each)."""
+        for name, count in names.items():
+            self._of(name).created.inc(count)
 
     def task_claimed(self, task: Task) -> None:
         if task.started_at is None:
@@ -113,12 +115,16 @@ class Metrics:
         due = max(task.created_at, task.scheduled_at or task.created_at)
         self._of(task.name).wait.observe(max(0.0, (task.started_at - due).total_seconds()))
 
-    def task_finished(self, claimed: Task, succeeded: bool, at: datetime) -> None:
-        """``claimed`` is the task as its claim left it (its name and start time)."""
-        children = self._of(claimed.name)
-        (children.completed if succeeded else children.failed).inc()
+    def task_ran(self, claimed: Task, at: datetime) -> None:
+        """``claimed`` is the task as its claim left it; its outcome was written ``at``."""
         if claimed.started_at is not None:
-            children.run.observe(max(0.0, (at - claimed.started_at).total_seconds()))
+            self._of(claimed.name).run.observe(max(0.0, (at - claimed.started_at).total_seconds()))
+
+    def add_finished(self, outcomes: Mapping[tuple[str, bool], int]) -> None:
+        """``outcomes``: how many executions of each (name, succeeded) one batch wrote."""
+        for (name, succeeded), count in outcomes.items():
+            children = self._of(name)
+            (children.completed if succeeded else children.failed).inc(count)
 
     def batch_committed(self, commands: int, seconds: float) -> None:
         self.batch_commands.observe(commands)

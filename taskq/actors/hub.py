@@ -15,9 +15,8 @@ the subscribers of the crashed incarnation see their stream end.
 from __future__ import annotations
 
 import logging
-from collections import deque
+from collections import Counter, deque
 from collections.abc import Iterator, Mapping
-from datetime import datetime
 from typing import Any
 
 import outcome
@@ -29,6 +28,7 @@ from taskq.messages import (
     Committed,
     CountTasks,
     CreateTask,
+    CreateTasks,
     CreateWorker,
     DeleteTask,
     EndStreams,
@@ -61,33 +61,58 @@ log = logging.getLogger(__name__)
 Subscriber = trio.MemorySendChannel[Change]
 
 
+# A change before its number: kind, task, worker, task id, detail (``Change``'s other fields).
+Draft = tuple[ChangeKind, Task | None, Worker | None, int | None, Mapping[str, Any]]
+
+
 class HubState:
+    """Numbering, the ring and the running tasks; kept across restarts of the hub.
+
+    A committed batch is numbered at once (its changes are counted, not made) and
+    kept as it is; its ``Change`` records are made only when someone needs them: a
+    subscriber, now or resuming from the ring. With nobody listening, the hub's work
+    per batch is counting and metrics, not one record per task that no one reads.
+    """
+
     def __init__(self, ring_size: int = EVENTS_RING_SIZE) -> None:
         self.ring: deque[Change] = deque(maxlen=ring_size)
         self.last_id = 0
+        # Batches numbered after the ring's last change, oldest first, with their
+        # first id; only those that still reach into the last ``ring_size`` ids.
+        self.unmade: deque[tuple[int, Committed]] = deque()
         # Tasks as their claim left them, until their outcome is written: the
         # metrics need a finished task's name and start time.
         self.running: dict[int, Task] = {}
 
-    def number(
-        self,
-        kind: ChangeKind,
-        at: datetime,
-        *,
-        task: Task | None = None,
-        worker: Worker | None = None,
-        task_id: int | None = None,
-        detail: Mapping[str, Any] | None = None,
-    ) -> Change:
-        self.last_id += 1
-        if task is not None:
-            task_id = task.id
-        change = Change(self.last_id, kind, at, task, worker, task_id, detail or {})
-        self.ring.append(change)
-        return change
+    def number(self, batch: Committed) -> None:
+        """Give the changes of ``batch`` their ids; they are made later, if ever."""
+        count = sum(1 for _ in _drafts(batch))
+        if not count:
+            return
+        self.unmade.append((self.last_id + 1, batch))
+        self.last_id += count
+        ring_size = self.ring.maxlen or 0
+        while len(self.unmade) > 1 and self.unmade[1][0] <= self.last_id - ring_size + 1:
+            # The newer batches alone fill the ring: this one's changes would fall out.
+            self.unmade.popleft()
+
+    def make(self) -> list[Change]:
+        """The changes of the batches numbered but not yet made, now in the ring."""
+        made: list[Change] = []
+        for first_id, batch in self.unmade:
+            made += (
+                Change(change_id, kind, batch.at, task, worker, task_id, detail)
+                for change_id, (kind, task, worker, task_id, detail) in enumerate(
+                    _drafts(batch), first_id
+                )
+            )
+        self.unmade.clear()
+        self.ring.extend(made)
+        return made
 
     def since(self, after: int) -> tuple[list[Change], bool]:
         """The changes after id ``after`` still held, and whether that is all of them."""
+        self.make()
         oldest_held = self.ring[0].id if self.ring else self.last_id + 1
         complete = oldest_held - 1 <= after <= self.last_id
         return [change for change in self.ring if change.id > after], complete
@@ -102,10 +127,10 @@ async def run(
         async for message in inbox:
             match message:
                 case Committed():
-                    metrics.batch_committed(len(message.commands), message.seconds)
-                    changes = list(_record(state, metrics, message))
-                    if changes:
-                        subscribers = _fan_out(subscribers, changes)
+                    _account(state, metrics, message)
+                    state.number(message)
+                    if subscribers:
+                        subscribers = _fan_out(subscribers, state.make())
                 case Subscribe(after=after, buffer=buffer, reply=reply):
                     subscriber = _subscribe(state, after, buffer, reply)
                     if ended:
@@ -123,7 +148,13 @@ async def run(
 
 
 def _subscribe(state: HubState, after: int | None, buffer: int, reply: Reply | None) -> Subscriber:
-    replay, complete = state.since(after) if after is not None else ([], True)
+    replay: list[Change] = []
+    complete = True
+    if after is None:
+        # What committed before is made for the ring, not sent down this stream.
+        state.make()
+    else:
+        replay, complete = state.since(after)
     send, receive = trio.open_memory_channel[Change](buffer + len(replay))
     for change in replay:
         send.send_nowait(change)
@@ -148,15 +179,13 @@ def _fan_out(subscribers: list[Subscriber], changes: list[Change]) -> list[Subsc
     return kept
 
 
-def _record(state: HubState, metrics: Metrics, batch: Committed) -> Iterator[Change]:
+def _drafts(batch: Committed) -> Iterator[Draft]:
     for command, result in zip(batch.commands, batch.results, strict=True):
         if isinstance(result, outcome.Value):
-            yield from _changes(state, metrics, command, result.value, batch.at)
+            yield from _changes(command, result.value)
 
 
-def _changes(
-    state: HubState, metrics: Metrics, command: WriterCommand, value: Any, at: datetime
-) -> Iterator[Change]:
+def _changes(command: WriterCommand, value: Any) -> Iterator[Draft]:
     """What one successful command changed; reads (get, list, count) change nothing.
 
     A command not named here that answers a task or worker row counts as an
@@ -164,66 +193,92 @@ def _changes(
     """
     match command:
         case CreateTask():
-            metrics.task_created(value)
-            yield state.number(ChangeKind.TASK_CREATED, at, task=value)
+            yield ChangeKind.TASK_CREATED, value, None, value.id, {}
+        case CreateTasks():
+            for task in value:
+                yield ChangeKind.TASK_CREATED, task, None, task.id, {}
         case DeleteTask(task_id=task_id):
-            state.running.pop(task_id, None)
-            yield state.number(ChangeKind.TASK_DELETED, at, task_id=task_id)
+            yield ChangeKind.TASK_DELETED, None, None, task_id, {}
         case ClaimTasks():
             for task in value:
-                state.running[task.id] = task
-                metrics.task_claimed(task)
-                yield state.number(ChangeKind.TASK_UPDATED, at, task=task)
-        case FinishTask() if value:
-            yield from _finished(state, metrics, command, at)
+                yield ChangeKind.TASK_UPDATED, task, None, task.id, {}
+        case FinishTask(task_id=task_id) if value:
+            detail = {
+                "succeeded": command.succeeded,
+                "error": command.error,
+                # Set when the failure is not final: the task runs again after this many seconds.
+                "retry_after": command.retry_after,
+            }
+            yield ChangeKind.TASK_FINISHED, None, None, task_id, detail
         case ReportProgress(task_id=task_id, progress=progress) if value:
-            detail = {"progress": progress}
-            yield state.number(ChangeKind.TASK_PROGRESS, at, task_id=task_id, detail=detail)
+            yield ChangeKind.TASK_PROGRESS, None, None, task_id, {"progress": progress}
         case PromoteDueTasks():
-            yield state.number(ChangeKind.TASKS_CHANGED, at, detail={"reason": "promoted"})
+            yield ChangeKind.TASKS_CHANGED, None, None, None, {"reason": "promoted"}
         case RequeueRunning(worker_id=worker_id) if value:
-            _forget_running(state, worker_id)
             detail = {"reason": "requeued", "count": value, "worker_id": worker_id}
-            yield state.number(ChangeKind.TASKS_CHANGED, at, detail=detail)
+            yield ChangeKind.TASKS_CHANGED, None, None, None, detail
         case RequeueNode() if value:
-            _forget_running(state, None)
-            detail = {"reason": "requeued", "count": value}
-            yield state.number(ChangeKind.TASKS_CHANGED, at, detail=detail)
+            yield ChangeKind.TASKS_CHANGED, None, None, None, {"reason": "requeued", "count": value}
         case ReapDeadWorkers() if value:
-            for worker_id in value:
-                _forget_running(state, worker_id)
             detail = {"reason": "dead workers reaped", "worker_ids": value}
-            yield state.number(ChangeKind.TASKS_CHANGED, at, detail=detail)
+            yield ChangeKind.TASKS_CHANGED, None, None, None, detail
         case WorkerHeartbeat():
             return
         case CreateWorker() | Heartbeat() | SetWorkerStatus():
-            yield state.number(ChangeKind.WORKER_UPDATED, at, worker=value)
+            yield ChangeKind.WORKER_UPDATED, None, value, None, {}
         case RestoreWorkers():
             for worker in value:
-                yield state.number(ChangeKind.WORKER_UPDATED, at, worker=worker)
-        case GetTask() | ListTasks() | CountTasks() | GetWorker() | ListWorkers():
+                yield ChangeKind.WORKER_UPDATED, None, worker, None, {}
+        case _ if _is_read(command):
             return
         case _ if isinstance(value, Task):
             # Update, pause, resume, and any command that answers a task row, changed it.
-            state.running.pop(value.id, None)
-            yield state.number(ChangeKind.TASK_UPDATED, at, task=value)
+            yield ChangeKind.TASK_UPDATED, value, None, value.id, {}
         case _ if isinstance(value, Worker):
-            yield state.number(ChangeKind.WORKER_UPDATED, at, worker=value)
+            yield ChangeKind.WORKER_UPDATED, None, value, None, {}
 
 
-def _finished(
-    state: HubState, metrics: Metrics, command: FinishTask, at: datetime
-) -> Iterator[Change]:
-    claimed = state.running.pop(command.task_id, None)
-    if claimed is not None:
-        metrics.task_finished(claimed, command.succeeded, at)
-    detail = {
-        "succeeded": command.succeeded,
-        "error": command.error,
-        # Set when the failure is not final: the task runs again after this many seconds.
-        "retry_after": command.retry_after,
-    }
-    yield state.number(ChangeKind.TASK_FINISHED, at, task_id=command.task_id, detail=detail)
+def _is_read(command: WriterCommand) -> bool:
+    return isinstance(command, GetTask | ListTasks | CountTasks | GetWorker | ListWorkers)
+
+
+def _account(state: HubState, metrics: Metrics, batch: Committed) -> None:
+    """Feed the metrics and keep ``state.running``: counters once per batch and name,
+    histograms one observation per task (exact)."""
+    metrics.batch_committed(len(batch.commands), batch.seconds)
+    created: Counter[str] = Counter()
+    finished: Counter[tuple[str, bool]] = Counter()
+    for command, result in zip(batch.commands, batch.results, strict=True):
+        if not isinstance(result, outcome.Value):
+            continue
+        value = result.value
+        match command:
+            case CreateTask():
+                created[value.name] += 1
+            case CreateTasks():
+                created.update(task.name for task in value)
+            case ClaimTasks():
+                for task in value:
+                    state.running[task.id] = task
+                    metrics.task_claimed(task)
+            case FinishTask(task_id=task_id) if value:
+                claimed = state.running.pop(task_id, None)
+                if claimed is not None:
+                    finished[claimed.name, command.succeeded] += 1
+                    metrics.task_ran(claimed, batch.at)
+            case DeleteTask(task_id=task_id):
+                state.running.pop(task_id, None)
+            case RequeueRunning(worker_id=worker_id) if value:
+                _forget_running(state, worker_id)
+            case RequeueNode() if value:
+                _forget_running(state, None)
+            case ReapDeadWorkers() if value:
+                for worker_id in value:
+                    _forget_running(state, worker_id)
+            case _ if isinstance(value, Task) and not _is_read(command):
+                state.running.pop(value.id, None)
+    metrics.add_created(created)
+    metrics.add_finished(finished)
 
 
 def _forget_running(state: HubState, worker_id: int | None) -> None:

@@ -3,9 +3,13 @@
 ``ix_tasks_ready`` is in claim order (status, then priority high to low, then
 id): a claim reads its first rows and stops, however many tasks wait, with no
 sort. ``ix_tasks_due`` does the same for the scheduler's "what is due now".
-They lead with ``status`` rather than being partial indexes because SQLite's
+They lead with ``status`` rather than being partial indexes on SQLite because its
 planner, without statistics, prefers ``ix_tasks_status_id`` and a sort over a
-partial index.
+partial index. On PostgreSQL they are partial (and so is
+``ix_tasks_worker_running``): there an UPDATE that changes ``status`` writes a new
+entry for the new row version into every index it belongs to, and a claim and an
+outcome each change it; a partial index only takes the rows it is for. Its claim
+plan does not depend on statistics (``taskq.store.hot``).
 
 ``workers.node`` names the process that runs a worker: boot slots are unique
 per node, and a node restores, re-queues and reaps by it (see docs/cluster.md).
@@ -61,10 +65,26 @@ tasks = Table(
     sqlite_autoincrement=True,
 )
 
-Index("ix_tasks_ready", tasks.c.status, tasks.c.priority.desc(), tasks.c.id)
-Index("ix_tasks_due", tasks.c.status, tasks.c.scheduled_at)
+Index(
+    "ix_tasks_ready",
+    tasks.c.status,
+    tasks.c.priority.desc(),
+    tasks.c.id,
+    postgresql_where=tasks.c.status == "pending",
+)
+Index(
+    "ix_tasks_due",
+    tasks.c.status,
+    tasks.c.scheduled_at,
+    postgresql_where=tasks.c.status == "scheduled",
+)
 Index("ix_tasks_status_id", tasks.c.status, tasks.c.id)
-Index("ix_tasks_worker_running", tasks.c.worker_id, tasks.c.status)
+Index(
+    "ix_tasks_worker_running",
+    tasks.c.worker_id,
+    tasks.c.status,
+    postgresql_where=tasks.c.status == "running",
+)
 
 workers = Table(
     "workers",

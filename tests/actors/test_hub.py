@@ -17,6 +17,7 @@ from taskq.messages import (
     ClaimTasks,
     Committed,
     CreateTask,
+    CreateTasks,
     DeleteTask,
     EndStreams,
     FinishTask,
@@ -234,3 +235,98 @@ async def test_numbering_and_the_ring_outlive_a_restart_of_the_hub() -> None:
         assert resumed.complete
         assert [change.id for change in await take(resumed, 2)] == [2, 3]
         nursery.cancel_scope.cancel()
+
+
+async def test_a_batch_create_reaches_the_stream_and_the_metrics(events: Hub) -> None:
+    subscription = await events.subscribe()
+    news = tuple(NewTask(name, {}) for name in ("mail", "mail", "resize"))
+    tasks = [pending(1, "mail"), pending(2, "mail"), pending(3, "resize")]
+    await events.commit((CreateTasks(news, None), tasks))
+    changes = await take(subscription, 3)
+    assert [(change.id, change.kind, change.task) for change in changes] == [
+        (1, ChangeKind.TASK_CREATED, tasks[0]),
+        (2, ChangeKind.TASK_CREATED, tasks[1]),
+        (3, ChangeKind.TASK_CREATED, tasks[2]),
+    ]
+    created = metric_samples(events.metrics, "taskq_tasks_created_total")
+    assert created == {(("name", "mail"),): 2, (("name", "resize"),): 1}
+
+
+def metric_samples(metrics: Metrics, name: str) -> dict[tuple[tuple[str, str], ...], float]:
+    return {
+        tuple(sorted(sample.labels.items())): sample.value
+        for family in text_string_to_metric_families(metrics.render({}, []).decode())
+        for sample in family.samples
+        if sample.name == name
+    }
+
+
+def mixed_batches() -> list[Committed]:
+    """Batches of 0 to RING + 2 changes, reads and refusals among them."""
+    batches = []
+    for number in range(12):
+        first = 10 * number + 1
+        pairs: list[tuple[WriterCommand, object]] = [
+            created(task_id) for task_id in range(first, first + number % (RING + 3))
+        ]
+        pairs.append((GetTask(first, None), pending(first)))
+        commands = (*(command for command, _ in pairs), DeleteTask(first, None))
+        results = tuple(outcome.Value(result) for _, result in pairs)
+        refused = outcome.Error(LookupError("no such task"))
+        batches.append(Committed(commands, (*results, refused), NOW, 0.001))
+    return batches
+
+
+async def test_unwatched_changes_are_numbered_as_if_they_had_been_watched() -> None:
+    watched, unwatched = hub.HubState(RING), hub.HubState(RING)
+    for batch in mixed_batches():
+        watched.number(batch)
+        watched.make()
+        unwatched.number(batch)
+        # Nobody asked: nothing is made, however many changes go by.
+        assert not unwatched.ring
+        assert len(unwatched.unmade) <= RING
+    assert unwatched.last_id == watched.last_id == sum(n % (RING + 3) for n in range(12))
+    for after in range(watched.last_id + 2):
+        assert unwatched.since(after) == watched.since(after)
+
+
+async def test_a_subscriber_resumes_through_batches_nobody_watched(events: Hub) -> None:
+    for batch in mixed_batches():
+        await events.inbox.send(batch)
+    resumed = await events.subscribe(after=0)
+    assert not resumed.complete
+    changes = await take(resumed, RING)
+    # 31 tasks were created (changes 1..31); the ring holds the last batch's four.
+    assert [change.id for change in changes] == [28, 29, 30, 31]
+    assert [change.task_id for change in changes] == [111, 112, 113, 114]
+    await events.commit(created(200))
+    assert [change.id for change in await take(resumed, 1)] == [32]
+
+
+async def test_a_new_subscriber_gets_only_what_commits_after_it(events: Hub) -> None:
+    await events.commit(created(1), created(2))
+    subscription = await events.subscribe()
+    await events.commit(created(3))
+    (change,) = await take(subscription, 1)
+    assert (change.id, change.task_id) == (3, 3)
+
+
+async def test_one_batch_counts_each_name_and_outcome_apart(events: Hub) -> None:
+    subscription = await events.subscribe()
+    claimed = [running_task(task_id, 7, name=name) for task_id, name in enumerate("aabb", 1)]
+    await events.commit((ClaimTasks((7,), None), claimed))
+    outcomes = [(1, True), (2, False), (3, True), (4, True)]
+    await events.commit(
+        *((FinishTask(task_id, 1, ok, None, None, None), True) for task_id, ok in outcomes)
+    )
+    await take(subscription, len(claimed) + len(outcomes))
+    finished = metric_samples(events.metrics, "taskq_tasks_finished_total")
+    assert finished == {
+        (("name", "a"), ("outcome", "completed")): 1,
+        (("name", "a"), ("outcome", "failed")): 1,
+        (("name", "b"), ("outcome", "completed")): 2,
+        (("name", "b"), ("outcome", "failed")): 0,
+    }
+    runs = metric_samples(events.metrics, "taskq_task_run_seconds_count")
+    assert runs == {(("name", "a"),): 2, (("name", "b"),): 2}
