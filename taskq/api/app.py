@@ -85,6 +85,7 @@ def create_app(
     # Fields in the order the API document lists them; after QuartSchema, which
     # installs its own JSON provider.
     app.json.sort_keys = False  # type: ignore[attr-defined]
+    _pass_responses_through(app)
     app.url_map.converters["task_id"] = TaskIdConverter
     app.register_blueprint(_tasks(queue, settings.payload_depth_max))
     app.register_blueprint(_workers(queue))
@@ -106,6 +107,25 @@ def _limits(settings: Settings) -> str:
         "further ones get 503 with Retry-After. When API tokens are configured, every "
         "route but /healthz and /readyz needs `Authorization: Bearer <token>` (401 otherwise)."
     )
+
+
+def _pass_responses_through(app: Quart) -> None:
+    """A finished ``Response`` goes out as it is, as Quart's own ``make_response`` sends it.
+
+    quart-schema wraps ``make_response`` to turn a returned pydantic model into
+    JSON. The routes here return responses already encoded (``reply``), in which
+    that conversion finds nothing to do, at a cost per request as large as the
+    route's own encoding. Other results (the error handlers' dicts) still go
+    through it.
+    """
+    converting = app.make_response
+
+    async def make_response(result: Any) -> Any:
+        if isinstance(result, QuartResponse):
+            return result
+        return await converting(result)
+
+    app.make_response = make_response  # type: ignore[method-assign]
 
 
 async def _read_body() -> None:
