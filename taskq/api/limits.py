@@ -9,49 +9,45 @@ process and not part of the request models.
 from __future__ import annotations
 
 import math
-from collections.abc import Iterator
 from typing import Any
 
 from taskq.api.errors import InvalidInput
 
 
-def levels(value: Any) -> Iterator[list[Any]]:
-    """``[value]``, then the items of the objects and arrays in it, level by level.
-
-    Iterative, so a deep value cannot exhaust the stack; each level is built only
-    when the caller asks for it, so a walk that stops early costs no more.
-    """
-    level: list[Any] = [value]
-    while level:
-        yield level
-        level = [
-            child
-            for container in level
-            if isinstance(container, dict | list)
-            for child in (container.values() if isinstance(container, dict) else container)
-        ]
-
-
 def depth(value: Any, stop_after: int) -> int:
     """How many levels of objects and arrays ``value`` nests, counting no further than
-    ``stop_after + 1``."""
+    ``stop_after + 1``; iterative, so a deep value cannot exhaust the stack."""
     deepest = 0
-    for level in levels(value):
-        if deepest > stop_after or not any(isinstance(item, dict | list) for item in level):
+    level: list[Any] = [value]
+    while level and deepest <= stop_after:
+        containers = [item for item in level if isinstance(item, dict | list)]
+        if not containers:
             break
         deepest += 1
+        level = [
+            child
+            for container in containers
+            for child in (container.values() if isinstance(container, dict) else container)
+        ]
     return deepest
 
 
 def finite(value: Any) -> bool:
     """No NaN or Infinity anywhere in ``value``: Python's JSON parser lets them through.
 
-    A look at the numbers only, far cheaper than encoding the value again to see
-    whether the encoder refuses it.
+    A look at the numbers, in any order, far cheaper than encoding the value again
+    to see whether the encoder refuses it; iterative, like ``depth``.
     """
-    return all(
-        math.isfinite(item) for level in levels(value) for item in level if isinstance(item, float)
-    )
+    waiting: list[Any] = [value]
+    while waiting:
+        item = waiting.pop()
+        if isinstance(item, dict):
+            waiting.extend(item.values())
+        elif isinstance(item, list):
+            waiting.extend(item)
+        elif isinstance(item, float) and not math.isfinite(item):
+            return False
+    return True
 
 
 def check_depth(payload: Any, limit: int, where: str = "payload") -> None:
