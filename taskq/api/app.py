@@ -12,7 +12,6 @@ from typing import Any
 from quart import Blueprint, Quart, request
 from quart import Response as QuartResponse
 from quart_schema import QuartSchema
-from quart_trio import QuartTrio
 from werkzeug.routing import BaseConverter
 
 from taskq.api import auth, dashboard, errors, ops
@@ -65,7 +64,7 @@ def create_app(
     monitor = monitor or Monitor()
     settings = settings or Settings()
     queue = queue.bounded(settings.http_backlog)
-    app = QuartTrio("taskq", static_folder=None)
+    app = ops.TimedApp("taskq", monitor.metrics, static_folder=None)
     app.config["MAX_CONTENT_LENGTH"] = settings.max_body_bytes
     QuartSchema(
         app,
@@ -91,7 +90,6 @@ def create_app(
     app.register_blueprint(_workers(queue))
     app.register_blueprint(ops.blueprint(queue, monitor))
     app.register_blueprint(dashboard.blueprint())
-    ops.time_requests(app, monitor.metrics)
     app.before_request(_read_body)
     auth.install(app, settings.api_tokens)
     errors.register(app)
