@@ -29,11 +29,13 @@ from quart_schema.validation import (
 Route = Callable[..., Awaitable[Any]]
 
 JSON_MEDIA_TYPE = "application/json"
+# Made once: ``json.dumps`` with any option builds a new encoder for every call.
+_ENCODER = json.JSONEncoder(separators=(",", ":"))
 
 
 def reply(value: Any, status: int) -> Response:
     """``value`` as the JSON body of a ``status`` response, encoded once."""
-    body = json.dumps(value, separators=(",", ":")).encode() + b"\n"
+    body = _ENCODER.encode(value).encode() + b"\n"
     return Response(body, status, mimetype=JSON_MEDIA_TYPE)
 
 

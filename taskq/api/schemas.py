@@ -7,7 +7,6 @@ microseconds where the time has them.
 
 from __future__ import annotations
 
-import json
 from datetime import UTC, datetime
 from typing import Annotated, Any, Literal, Self
 
@@ -23,6 +22,7 @@ from pydantic import (
     model_validator,
 )
 
+from taskq.api.limits import finite
 from taskq.config import (
     BATCH_TASKS_MAX,
     LIST_LIMIT_DEFAULT,
@@ -53,10 +53,8 @@ def _iso_text(value: Any) -> Any:
 
 def _strict_json(value: dict[str, Any]) -> dict[str, Any]:
     """Python's JSON parser lets NaN and Infinity through; no other client could read them."""
-    try:
-        json.dumps(value, allow_nan=False)
-    except ValueError as exc:
-        raise ValueError("must be standard JSON (no NaN or Infinity)") from exc
+    if not finite(value):
+        raise ValueError("must be standard JSON (no NaN or Infinity)")
     return value
 
 

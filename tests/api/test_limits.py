@@ -18,7 +18,7 @@ from quart.typing import TestClientProtocol as Client
 
 from taskq import system
 from taskq.api.app import create_app
-from taskq.api.limits import depth
+from taskq.api.limits import depth, finite
 from taskq.config import (
     DEFAULT_MAX_BODY_BYTES,
     DEFAULT_PAYLOAD_DEPTH_MAX,
@@ -53,6 +53,21 @@ def body_of_size(size: int) -> bytes:
 
 def small_app(running: system.Running, **limits: Any) -> Client:
     return create_app(running.queue, running.monitor, Settings(**limits)).test_client()
+
+
+@pytest.mark.parametrize("number", [math.nan, math.inf, -math.inf])
+@pytest.mark.parametrize(
+    "place",
+    [lambda x: {"n": x}, lambda x: {"a": [1, {"b": [2.5, x]}]}, lambda x: {"a": [[[[x]]]], "b": 1}],
+    ids=["top", "nested", "deep"],
+)
+def test_finite_finds_a_nan_or_infinity_wherever_it_is(number: float, place: Any) -> None:
+    assert not finite(place(number))
+    assert finite(place(1.5))
+
+
+def test_finite_takes_every_json_value_but_those() -> None:
+    assert finite({"s": "NaN", "n": None, "t": True, "i": 10**30, "f": -0.0, "l": [], "o": {}})
 
 
 def test_nested_counts_the_payload_itself_as_the_first_level() -> None:
