@@ -41,6 +41,8 @@ class Metrics:
     def __init__(self) -> None:
         self.registry = CollectorRegistry()
         self._per_name: dict[str, _PerName] = {}
+        # Routes are the app's rules (or "unmatched"), so these children stay few.
+        self._per_request_kind: dict[tuple[str, str, int], Histogram] = {}
         registry = self.registry
         self.tasks_created = Counter(
             "taskq_tasks_created", "Tasks created, by name", ["name"], registry=registry
@@ -131,7 +133,13 @@ class Metrics:
         self.commit_seconds.observe(seconds)
 
     def http_request(self, method: str, route: str, status: int, seconds: float) -> None:
-        self.http_seconds.labels(method, route, str(status)).observe(seconds)
+        kind = (method, route, status)
+        child = self._per_request_kind.get(kind)
+        if child is None:
+            child = self._per_request_kind[kind] = self.http_seconds.labels(
+                method, route, str(status)
+            )
+        child.observe(seconds)
 
     def render(self, counts: TaskCounts, workers: Sequence[Worker]) -> bytes:
         """The text exposition format, with the gauges set from ``counts`` and ``workers``."""
