@@ -35,6 +35,7 @@ _INSERTED: tuple[str, ...] = ("name", "payload", "priority", "scheduled_at", "st
 _INSERTED += ("created_at", "updated_at")
 _INSERTED += ("max_attempts", "timeout")
 # A stored priority as its enum member, by a dict lookup rather than an enum call.
+# A stored priority as its enum member, by a dict lookup rather than an enum call.
 PRIORITIES = {int(priority): priority for priority in Priority}
 # SQLite allows 32,766 parameters in a statement; nine a row stays far below that.
 INSERT_ROWS_MAX = 500
@@ -121,25 +122,27 @@ class HotStatements:
             timeout,
             progress,
         ) = values
+        # By position: calling a class with keywords builds a dict of them on every call.
+        # tests/store checks that a claimed task equals the stored row, field by field.
         return Task(
-            id=task_id,
-            name=name,
-            payload=payload,
-            priority=PRIORITIES[priority],
-            scheduled_at=scheduled_at,
-            status=TaskStatus.RUNNING,
-            created_at=created_at,
-            updated_at=now,
-            started_at=now,
-            completed_at=None,
-            worker_id=worker_id,
-            result=result,
-            error=error,
-            attempt=attempt + 1,
-            attempts=attempts + 1,
-            max_attempts=max_attempts,
-            timeout=timeout,
-            progress=progress,
+            task_id,
+            name,
+            payload,
+            PRIORITIES[priority],
+            scheduled_at,
+            TaskStatus.RUNNING,
+            created_at,
+            now,
+            now,
+            None,
+            worker_id,
+            result,
+            error,
+            attempt + 1,
+            attempts + 1,
+            max_attempts,
+            timeout,
+            progress,
         )
 
     def insert(self, rows: int) -> str:
@@ -209,24 +212,24 @@ def create_many(connection: Connection, news: Sequence[NewTask], now: datetime) 
         db.execute(hot.insert(len(chunk)), params)
         ids = sorted(row[0] for row in db.fetchall())
         created += [
-            Task(
-                id=task_id,
-                name=new.name,
-                payload=new.payload,
-                priority=PRIORITIES[new.priority],
-                scheduled_at=new.scheduled_at,
-                status=status,
-                created_at=now,
-                updated_at=now,
-                started_at=None,
-                completed_at=None,
-                worker_id=None,
-                result=None,
-                error=None,
-                attempt=0,
-                attempts=0,
-                max_attempts=new.max_attempts,
-                timeout=new.timeout,
+            Task(  # by position, as in ``HotStatements.claimed``
+                task_id,
+                new.name,
+                new.payload,
+                PRIORITIES[new.priority],
+                new.scheduled_at,
+                status,
+                now,
+                now,
+                None,
+                None,
+                None,
+                None,
+                None,
+                0,
+                0,
+                new.max_attempts,
+                new.timeout,
             )
             for task_id, new, status in zip(ids, chunk, statuses, strict=True)
         ]
