@@ -211,6 +211,22 @@ async def test_outcomes_nobody_waits_for_wait_for_the_next_claim(harness: Harnes
     assert harness.stored(first.id).status == TaskStatus.COMPLETED
 
 
+async def test_outcomes_coming_one_by_one_all_wait_for_the_claim(harness: Harness) -> None:
+    harness.start(linger_seconds=DEADLINE_SECONDS * 10)
+    tasks = [await harness.create() for _ in range(3)]
+    running = await harness.ask(lambda r: ClaimTasks((1, 2, 3), r))
+    committed = harness.commits
+    for task in running:
+        harness.inbox.send_nowait(FinishTask(task.id, task.attempt, True, "ok", None, None))
+        await trio.testing.wait_all_tasks_blocked()
+    assert harness.commits == committed
+
+    assert await harness.ask(lambda r: ClaimTasks((1, 2, 3), r)) == []
+
+    assert harness.commits == committed + 1
+    assert {harness.stored(task.id).status for task in tasks} == {TaskStatus.COMPLETED}
+
+
 async def test_outcomes_alone_are_committed_after_the_linger(harness: Harness) -> None:
     harness.start()
     task = await harness.create()
