@@ -176,7 +176,7 @@ def _complete_run(
 ) -> None:
     written = tx.complete_many(
         [
-            Completion(command.task_id, command.attempt, command.result)
+            Completion(command.task_id, command.attempt, command.result_json)
             for command in commands
             if isinstance(command, FinishTask)
         ],
@@ -273,7 +273,7 @@ def _apply(tx: Tx, command: WriterCommand, now: datetime) -> tuple[Any, list[Eve
                 command.task_id,
                 command.attempt,
                 succeeded=command.succeeded,
-                result=command.result,
+                result_json=command.result_json,
                 error=command.error,
                 now=now,
             )
