@@ -45,9 +45,11 @@ NODE_NAME_MAX_LENGTH = 255
 # The writer applies at most this many commands in one transaction; larger
 # batches amortise the fsync further but delay the first reply of the batch.
 WRITER_BATCH_MAX = 512
-# A batch of outcomes nobody waits for is held this long for the claim that
-# usually follows, so both share one commit.
-WRITER_LINGER_SECONDS = 0.002
+# A batch of outcomes nobody waits for is held up to this long for the claim that
+# usually follows, so a round of work is one commit. A claim hands out about
+# CLAIM_AHEAD_SECONDS of work, so its outcomes come within about that long; a
+# command someone awaits (the claim, a submit) ends the wait at once.
+WRITER_LINGER_SECONDS = 0.005
 # On a deep queue a claim hands each idle worker several tasks, so one commit
 # feeds several rounds of short tasks: as many as recent tasks (start to
 # outcome, as workers saw them) say fit in CLAIM_AHEAD_SECONDS, so a task waits

@@ -76,7 +76,8 @@ class Ending(enum.Enum):
 @dataclass(frozen=True, slots=True)
 class Outcome:
     succeeded: bool
-    result: Any
+    # The result as checked JSON text, stored as it is; None: no result.
+    result_json: str | None
     error: str | None
     # False: fail now, whatever attempts are left.
     retryable: bool = True
@@ -286,8 +287,7 @@ async def _handled(
     runtimes: Runtimes, registration: Registration, task: Task, context: TaskContext | None
 ) -> Outcome:
     try:
-        result = await _invoke(runtimes, registration, task, context)
-        _json_text(result, "the handler's result")
+        result_json = await _invoke(runtimes, registration, task, context)
     except ResultNotJson as exc:
         return Outcome(False, None, str(exc), retryable=False)
     except Exception as exc:
@@ -304,31 +304,37 @@ async def _handled(
             raise
         log.error("task %d (%s) crashed: %r", task.id, task.name, exc)
         return Outcome(False, None, f"{type(exc).__name__}: {exc}")
-    return Outcome(True, result, None)
+    return Outcome(True, result_json, None)
 
 
 async def _invoke(
     runtimes: Runtimes, registration: Registration, task: Task, context: TaskContext | None
-) -> Any:
+) -> str | None:
+    """The handler's result as the JSON text that is stored (None: it returned None).
+
+    Encoded once, here, where a result JSON cannot write fails the task; the
+    writer stores the text as it is.
+    """
     payload = task.payload
     args = (payload,) if context is None else (payload, context)
     handler = registration.handler
     match registration.runtime:
         case Runtime.TRIO:
-            return await handler(*args)
+            result = await handler(*args)
         case Runtime.ASYNCIO:
-            return await trio_asyncio.aio_as_trio(handler, loop=runtimes.loop)(*args)
+            result = await trio_asyncio.aio_as_trio(handler, loop=runtimes.loop)(*args)
         case Runtime.THREAD:
             call = functools.partial(handler, *args)
-            return await trio.to_thread.run_sync(call, abandon_on_cancel=True)
+            result = await trio.to_thread.run_sync(call, abandon_on_cancel=True)
         case Runtime.PROCESS:
             try:
-                text = await runtimes.processes.run_sync(
+                text: str | None = await runtimes.processes.run_sync(
                     _run_in_process, handler, dict(payload), kill_on_cancel=True
                 )
             except trio_parallel.BrokenWorkerError as exc:
                 raise ProcessDied(_how_it_died(exc)) from None
-            return json.loads(text)
+            return text
+    return _result_json(result)
 
 
 def _how_it_died(exc: BaseException) -> str:
@@ -362,7 +368,14 @@ def _json_text(value: Any, what: str) -> str:
         raise ResultNotJson(f"{what} is not JSON-serialisable: {exc}") from None
 
 
-def _run_in_process(handler: Callable[[Mapping[str, Any]], Any], payload: dict[str, Any]) -> str:
+def _result_json(result: Any) -> str | None:
+    """A result of None is no result (stored as NULL), not JSON's ``null``."""
+    return None if result is None else _json_text(result, "the handler's result")
+
+
+def _run_in_process(
+    handler: Callable[[Mapping[str, Any]], Any], payload: dict[str, Any]
+) -> str | None:
     """Runs in the worker process: the result crosses back as JSON text, so a result
     that JSON cannot write fails there, with the same error as in any other runtime."""
-    return _json_text(handler(payload), "the handler's result")
+    return _result_json(handler(payload))

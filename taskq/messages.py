@@ -184,13 +184,15 @@ class FinishTask:
     """A handler's outcome; written only if the task still runs this ``attempt``.
 
     A failure with ``retry_after`` (seconds) set is not final: the task waits that
-    long as ``scheduled`` and runs again.
+    long as ``scheduled`` and runs again. ``result_json`` is the result as JSON
+    text (None: no result), checked where the handler ran: the store writes it as
+    it is instead of encoding the result a second time on the writer's thread.
     """
 
     task_id: int
     attempt: int
     succeeded: bool
-    result: Any
+    result_json: str | None
     error: str | None
     reply: Reply | None
     retry_after: float | None = None

@@ -95,7 +95,7 @@ class Runtimes:
             task.id,
             task.attempt,
             outcome.succeeded,
-            outcome.result,
+            outcome.result_json,
             outcome.error,
             reply=None,
             retry_after=retry_after,

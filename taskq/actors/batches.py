@@ -2,7 +2,8 @@
 
 Consecutive commands of the same kind share statements: a run of creates is
 one executemany insert, a run of successful outcomes nobody waits for is one
-executemany update. A claim for many workers is two statements.
+executemany update, a run of workers' heartbeats is three statements. A claim
+for many workers is two statements.
 
 Any error while applying a batch (a database error, or a bug in one command)
 fails the batch; each command is then retried in a transaction of its own, so
@@ -26,7 +27,7 @@ import outcome
 import psycopg
 from sqlalchemy.exc import DBAPIError
 
-from taskq.errors import TaskqError, Unavailable
+from taskq.errors import NotFound, TaskqError, Unavailable
 from taskq.messages import (
     ClaimTasks,
     CountTasks,
@@ -63,6 +64,8 @@ from taskq.messages import (
 )
 from taskq.models import NewTask, Task, TaskStatus, waiting_status
 from taskq.store import Completion, Revoked, Store, Tx
+from taskq.store.cluster import Beat
+from taskq.store.workers import WORKER_NOT_FOUND
 
 log = logging.getLogger(__name__)
 
@@ -109,6 +112,8 @@ def _apply_all(tx: Tx, batch: Sequence[WriterCommand], now: datetime) -> Applied
             _create_run(tx, commands, now, results, events)
         elif kind is FinishTask:
             _complete_run(tx, commands, now, results)
+        elif kind is WorkerHeartbeat:
+            _heartbeat_run(tx, commands, now, results, events)
         else:
             for command in commands:
                 _apply_one(tx, command, now, results, events)
@@ -123,6 +128,8 @@ def _bulk_kind(command: WriterCommand) -> type | None:
             return CreateTask
         case FinishTask(succeeded=True, reply=None):
             return FinishTask
+        case WorkerHeartbeat():
+            return WorkerHeartbeat
     return None
 
 
@@ -169,13 +176,39 @@ def _complete_run(
 ) -> None:
     written = tx.complete_many(
         [
-            Completion(command.task_id, command.attempt, command.result)
+            Completion(command.task_id, command.attempt, command.result_json)
             for command in commands
             if isinstance(command, FinishTask)
         ],
         now,
     )
     results.extend(outcome.Value(each) for each in written)
+
+
+def _heartbeat_run(
+    tx: Tx,
+    commands: Sequence[WriterCommand],
+    now: datetime,
+    results: list[outcome.Outcome[Any]],
+    events: list[Event],
+) -> None:
+    """Workers started together beat together: their beats share three statements."""
+    beats = [
+        Beat(
+            command.worker_id,
+            dict(command.holding),
+            now - timedelta(seconds=command.min_age_seconds),
+        )
+        for command in commands
+        if isinstance(command, WorkerHeartbeat)
+    ]
+    answers, requeued = tx.worker_heartbeats(beats, now)
+    results.extend(
+        outcome.Error(NotFound(WORKER_NOT_FOUND)) if lost is None else outcome.Value(lost)
+        for lost in answers
+    )
+    if requeued:
+        events.append(TasksReady())
 
 
 def _apply_one(
@@ -240,7 +273,7 @@ def _apply(tx: Tx, command: WriterCommand, now: datetime) -> tuple[Any, list[Eve
                 command.task_id,
                 command.attempt,
                 succeeded=command.succeeded,
-                result=command.result,
+                result_json=command.result_json,
                 error=command.error,
                 now=now,
             )
@@ -259,10 +292,6 @@ def _apply(tx: Tx, command: WriterCommand, now: datetime) -> tuple[Any, list[Eve
         case ReapDeadWorkers(dead_after_seconds=dead_after_seconds):
             dead, requeued = tx.reap_dead(dead_after_seconds, now)
             return dead, [TasksReady()] if requeued else []
-        case WorkerHeartbeat(worker_id=worker_id, holding=holding):
-            stale_before = now - timedelta(seconds=command.min_age_seconds)
-            lost, requeued = tx.worker_heartbeat(worker_id, dict(holding), stale_before, now)
-            return lost, [TasksReady()] if requeued else []
         case CreateWorker(name=name):
             return tx.create_worker(name, now), []
         case RestoreWorkers(boot_workers=boot_workers):

@@ -180,19 +180,24 @@ async def _linger(
 ) -> list[WriterCommand]:
     """A batch nobody waits for (workers' outcomes) waits a moment for company.
 
-    The outcomes of a round of tasks arrive one by one, just before the claim
-    for the same workers; waiting for that claim (or at most ``seconds``) puts
-    them all in one commit instead of two or more.
+    The outcomes of a round of tasks arrive a few at a time (each worker's
+    next one a scheduling round later), then the claim for the same workers.
+    Waiting until a command someone awaits arrives (that claim, a submit), or
+    at most ``seconds``, puts the round in one commit instead of one for its
+    first outcomes and another for the rest with the claim; the awaited
+    command itself is never held up.
     """
-    if most <= 0:
-        return []
+    company: list[WriterCommand] = []
     with trio.move_on_after(seconds):
-        try:
-            first = await inbox.receive()
-        except trio.EndOfChannel:
-            return []
-        return [first, *drain(inbox, most - 1)]
-    return []
+        while len(company) < most:
+            try:
+                company.append(await inbox.receive())
+            except trio.EndOfChannel:
+                break
+            company += drain(inbox, most - len(company))
+            if any(command.reply is not None for command in company):
+                break
+    return company
 
 
 def _refuse(batch: Sequence[WriterCommand], detail: str) -> None:

@@ -10,9 +10,10 @@ to keep the single-node store readable on its own.
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from datetime import datetime
 
-from sqlalchemy import ColumnElement, select, text, update
+from sqlalchemy import ColumnElement, select, text, tuple_, update
 from sqlalchemy.engine import Connection
 
 from taskq.errors import NotFound
@@ -25,6 +26,15 @@ from taskq.store.workers import BACK_ONLINE, TAKE_OFFLINE, WORKER_NOT_FOUND, dat
 _NOTIFY = text(
     "SELECT pg_notify(:channel, payload) FROM unnest(CAST(:payloads AS text[])) AS payload"
 )
+
+
+@dataclass(frozen=True, slots=True)
+class Beat:
+    """One worker's heartbeat, as ``NodeOps.worker_heartbeats`` records it."""
+
+    worker_id: int
+    holding: Mapping[int, int]
+    stale_before: datetime
 
 
 class NodeOps:
@@ -68,44 +78,70 @@ class NodeOps:
         stale_before: datetime,
         now: datetime,
     ) -> tuple[list[int], int]:
-        """Record that the worker lives; answer which tasks it holds that are no longer its own.
+        """One worker's heartbeat (``worker_heartbeats``); NotFound for an unknown worker."""
+        (lost,), requeued = self.worker_heartbeats([Beat(worker_id, holding, stale_before)], now)
+        if lost is None:
+            raise NotFound(WORKER_NOT_FOUND)
+        return lost, requeued
 
-        ``holding`` maps the ids of the tasks the worker runs or has waiting to
+    def worker_heartbeats(
+        self, beats: Sequence[Beat], now: datetime
+    ) -> tuple[list[list[int] | None], int]:
+        """Record that the workers live; answer, per beat, which tasks it holds that are
+        no longer its worker's (None: no such worker), and how many tasks went back.
+
+        ``holding`` maps the ids of the tasks a worker runs or has waiting to
         their attempts. A held task that is not running this attempt on this
         worker any more (paused, deleted, reaped) is answered, so the worker
         stops it even if the notice that should have told it was lost. A task
-        the database says this worker runs but the worker does not hold (its
+        the database says a worker runs but the worker does not hold (its
         outcome was lost with a dropped connection) goes back to the queue once
         it is older than ``stale_before``, so that a claim still on its way to
-        the worker is not mistaken for one; how many did is answered too (this
-        node's clock both stamped the claim and gives ``stale_before``). The
-        heartbeat itself is stamped by the database's clock, as the reaper
-        reads it. A worker reaped while its node was cut off comes back with
-        the status it had before.
+        the worker is not mistaken for one; beats sharing statements take the
+        earliest ``stale_before`` of them, which never re-queues a task earlier
+        than its own beat would (this node's clock both stamped the claim and
+        gives ``stale_before``). The heartbeat itself is stamped by the
+        database's clock, as the reaper reads it. A worker reaped while its
+        node was cut off comes back with the status it had before.
+
+        Three statements however many beats: a batch of every worker's beat
+        costs about what one beat did.
         """
-        alive = self.connection.execute(
-            update(workers)
-            .where(workers.c.id == worker_id)
-            .values(**BACK_ONLINE, last_heartbeat=database_utcnow(self.connection), updated_at=now)
-            .returning(workers.c.id)
-        ).one_or_none()
-        if alive is None:
-            raise NotFound(WORKER_NOT_FOUND)
+        alive = set(
+            self.connection.execute(
+                update(workers)
+                .where(workers.c.id.in_({beat.worker_id for beat in beats}))
+                .values(
+                    **BACK_ONLINE, last_heartbeat=database_utcnow(self.connection), updated_at=now
+                )
+                .returning(workers.c.id)
+            ).scalars()
+        )
+        beating = [beat for beat in beats if beat.worker_id in alive]
+        if not beating:
+            return [None] * len(beats), 0
+        held = [(beat.worker_id, task_id) for beat in beating for task_id in beat.holding]
         requeued = self._requeue(
             now,
-            tasks.c.worker_id == worker_id,
-            tasks.c.started_at < stale_before,
-            tasks.c.id.not_in(list(holding)),
+            tasks.c.worker_id.in_(alive),
+            tasks.c.started_at < min(beat.stale_before for beat in beating),
+            tuple_(tasks.c.worker_id, tasks.c.id).not_in(held),
         )
-        held = self.connection.execute(
-            select(tasks.c.id, tasks.c.attempt).where(
-                tasks.c.id.in_(list(holding)),
-                tasks.c.status == TaskStatus.RUNNING,
-                tasks.c.worker_id == worker_id,
+        running = self._running_attempts([task_id for _, task_id in held])
+        return [
+            _lost(beat, running) if beat.worker_id in alive else None for beat in beats
+        ], requeued
+
+    def _running_attempts(self, task_ids: Sequence[int]) -> dict[int, tuple[int, int]]:
+        """Which of ``task_ids`` run: task id -> (worker id, attempt); nothing held, no query."""
+        if not task_ids:
+            return {}
+        rows = self.connection.execute(
+            select(tasks.c.id, tasks.c.worker_id, tasks.c.attempt).where(
+                tasks.c.id.in_(task_ids), tasks.c.status == TaskStatus.RUNNING
             )
         )
-        still_mine = {row.id for row in held if holding[row.id] == row.attempt}
-        return [task_id for task_id in holding if task_id not in still_mine], requeued
+        return {task_id: (worker_id, attempt) for task_id, worker_id, attempt in rows}
 
     def announce(self, events: Sequence[Event]) -> None:
         """Tell the other nodes, on commit, what this transaction changed (PostgreSQL only)."""
@@ -129,3 +165,12 @@ class NodeOps:
             )
         )
         return int(requeued.rowcount)
+
+
+def _lost(beat: Beat, running: Mapping[int, tuple[int, int]]) -> list[int]:
+    """The tasks ``beat`` holds that do not run this attempt on its worker any more."""
+    return [
+        task_id
+        for task_id, attempt in beat.holding.items()
+        if running.get(task_id) != (beat.worker_id, attempt)
+    ]

@@ -18,6 +18,7 @@ from collections.abc import Callable, Sequence
 from datetime import datetime
 from typing import Any
 
+from psycopg.types.json import Json
 from sqlalchemy import Float
 from sqlalchemy.engine import Connection, Dialect
 from sqlalchemy.types import TypeEngine
@@ -259,22 +260,34 @@ def claim(
 
 def finish_many(
     connection: Connection,
-    outcomes: Sequence[tuple[int, int, TaskStatus, Any, str | None]],
+    outcomes: Sequence[tuple[int, int, TaskStatus, str | None, str | None]],
     now: datetime,
 ) -> int:
-    """Write (task id, attempt, status, result, error) outcomes, each fenced by its attempt.
+    """Write (task id, attempt, status, result as JSON text, error) outcomes, each fenced
+    by its attempt.
 
-    Answers how many rows changed in all.
+    The JSON text was built and checked where the handler ran; it is stored as it
+    is, the very text the column's own conversion would have made of the value
+    (``json.dumps``), without encoding it again here. Answers how many rows
+    changed in all.
     """
     hot = statements_for(connection.dialect)
     stamp = hot.value("completed_at", now)
-    result_to_db = hot.converter("result")
+    json_to_db = _json_text_to_db(connection.dialect)
     db = cursor(connection)
     db.executemany(
         hot.finish,
         [
-            (str(status), result_to_db(result), error, stamp, stamp, task_id, attempt)
-            for task_id, attempt, status, result, error in outcomes
+            (str(status), json_to_db(result_json), error, stamp, stamp, task_id, attempt)
+            for task_id, attempt, status, result_json, error in outcomes
         ],
     )
     return int(db.rowcount)
+
+
+def _json_text_to_db(dialect: Dialect) -> Callable[[str | None], Any]:
+    """SQLite takes JSON text as the text it stores; psycopg takes it wrapped, as the
+    column's own conversion does, with the text standing for its own encoding."""
+    if dialect.name != "postgresql":
+        return _unchanged
+    return lambda text: None if text is None else Json(text, dumps=_unchanged)

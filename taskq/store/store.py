@@ -70,7 +70,8 @@ class Completion:
 
     task_id: int
     attempt: int
-    result: Any
+    # JSON text, written as it is (``hot.finish_many``); None: no result.
+    result_json: str | None
 
 
 @dataclass(frozen=True, slots=True)
@@ -308,13 +309,14 @@ class Tx(NodeOps, WorkerOps):
         attempt: int,
         *,
         succeeded: bool,
-        result: Any,
+        result_json: str | None,
         error: str | None,
         now: datetime,
     ) -> bool:
-        """Record a handler's outcome; False when the execution was fenced off."""
+        """Record a handler's outcome (its result as JSON text); False when the
+        execution was fenced off."""
         status = TaskStatus.COMPLETED if succeeded else TaskStatus.FAILED
-        outcome = (task_id, attempt, status, result, error)
+        outcome = (task_id, attempt, status, result_json, error)
         return hot.finish_many(self.connection, [outcome], now) == 1
 
     def complete_many(self, completions: Sequence[Completion], now: datetime) -> list[bool]:
@@ -327,7 +329,7 @@ class Tx(NodeOps, WorkerOps):
         written = hot.finish_many(
             self.connection,
             [
-                (done.task_id, done.attempt, TaskStatus.COMPLETED, done.result, None)
+                (done.task_id, done.attempt, TaskStatus.COMPLETED, done.result_json, None)
                 for done in completions
             ],
             now,

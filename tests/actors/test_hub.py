@@ -81,7 +81,7 @@ async def test_changes_are_numbered_in_commit_order(events: Hub) -> None:
     claimed = running_task(1, 7)
     await events.commit(created(1), (GetTask(1, None), pending(1)))
     await events.commit((ClaimTasks((7,), None), [claimed]))
-    await events.commit((FinishTask(1, 1, True, {"ok": 1}, None, None), True))
+    await events.commit((FinishTask(1, 1, True, '{"ok": 1}', None, None), True))
     changes = await take(subscription, 3)
     assert [change.id for change in changes] == [1, 2, 3]
     assert [change.kind for change in changes] == [

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import math
 from collections.abc import Mapping
 from typing import Any
@@ -176,6 +177,11 @@ class Harness:
             self.finished.receive_nowait()
 
 
+def result_of(finished: FinishTask) -> Any:
+    """The result a worker reported, from the JSON text it carries."""
+    return None if finished.result_json is None else json.loads(finished.result_json)
+
+
 @pytest.fixture
 async def harness(registry: Registry, runtimes: Runtimes, nursery: trio.Nursery) -> Harness:
     return Harness(registry, runtimes, nursery)
@@ -205,7 +211,7 @@ async def test_runs_a_task_and_reports_its_outcome_fenced_by_the_attempt(
     task = running_task(5, WORKER, name="double", payload={"x": 21}, attempt=3)
     started.inbox.send_nowait(RunTasks((task,)))
 
-    assert await receive(started.finished) == FinishTask(5, 3, True, {"x": 42}, None, None)
+    assert await receive(started.finished) == FinishTask(5, 3, True, '{"x": 42}', None, None)
     assert [(c.task_id, c.name, c.attempt, c.worker_id) for c in started.handlers.contexts] == [
         (5, "double", 3, WORKER)
     ]
@@ -216,7 +222,7 @@ async def test_runs_a_blocking_handler_in_a_thread(started: Harness) -> None:
 
     finished = await receive(started.finished)
 
-    assert (finished.succeeded, finished.result) == (True, 42)
+    assert (finished.succeeded, result_of(finished)) == (True, 42)
 
 
 async def test_announces_idle_again_after_a_task(started: Harness) -> None:
@@ -244,7 +250,7 @@ async def test_tasks_handed_at_once_run_in_order_then_one_idle_announcement(
 
     finished = [await receive(started.finished) for _ in range(3)]
 
-    assert [(f.task_id, f.result) for f in finished] == [
+    assert [(f.task_id, result_of(f)) for f in finished] == [
         (5, {"x": 10}),
         (6, {"x": 12}),
         (7, {"x": 14}),
@@ -277,7 +283,7 @@ async def test_stop_task_for_another_task_leaves_the_handler_alone(started: Harn
 
     assert not started.handlers.cancelled.is_set()
     started.handlers.release.set()
-    assert (await receive(started.finished)).result == "released"
+    assert result_of(await receive(started.finished)) == "released"
 
 
 async def test_stopping_the_running_task_moves_on_to_the_next_handed(started: Harness) -> None:
@@ -303,7 +309,7 @@ async def test_each_stop_ends_only_its_own_handler_and_the_rest_runs_on(
     started.inbox.send_nowait(StopTask(6))
 
     finished = await receive(started.finished)
-    assert (finished.task_id, finished.result) == (7, {"n": 7})
+    assert (finished.task_id, result_of(finished)) == (7, {"n": 7})
     assert started.handlers.stopped == [5, 6]
     await started.no_finish()
     assert await started.announcements() == [WorkerIdle(WORKER)]
@@ -317,7 +323,7 @@ async def test_a_handler_that_swallows_its_stop_reports_and_the_next_task_runs(
 
     started.inbox.send_nowait(StopTask(5))
 
-    assert [(f.task_id, f.result) for f in [await receive(started.finished) for _ in "ab"]] == [
+    assert [(f.task_id, result_of(f)) for f in [await receive(started.finished) for _ in "ab"]] == [
         (5, "kept"),
         (6, {"n": 6}),
     ]
@@ -381,7 +387,7 @@ async def test_progress_reports_are_coalesced_and_written_before_the_outcome(
     await started.no_finish()
     answer(second.reply, outcome.Value(True))
 
-    assert (await receive(started.finished)).result == 100
+    assert result_of(await receive(started.finished)) == 100
     with pytest.raises(trio.WouldBlock):
         started.progress.receive_nowait()
 
@@ -394,7 +400,7 @@ async def test_a_raising_handler_fails_with_the_exception(started: Harness) -> N
 
     finished = await receive(started.finished)
 
-    assert (finished.succeeded, finished.result, finished.error) == (
+    assert (finished.succeeded, result_of(finished), finished.error) == (
         False,
         None,
         "ValueError: boom",
@@ -406,7 +412,7 @@ async def test_a_non_json_result_fails_with_a_clear_error(started: Harness) -> N
 
     finished = await receive(started.finished)
 
-    assert (finished.succeeded, finished.result) == (False, None)
+    assert (finished.succeeded, result_of(finished)) == (False, None)
     assert finished.error is not None
     assert finished.error.startswith("the handler's result is not JSON-serialisable")
 

@@ -39,6 +39,7 @@ from taskq.messages import (
     TaskScheduled,
     TasksReady,
     WithdrawClaim,
+    WorkerHeartbeat,
     WorkerStatusChanged,
     WriterCommand,
     request,
@@ -199,8 +200,8 @@ async def test_outcomes_nobody_waits_for_wait_for_the_next_claim(harness: Harnes
     first, second = await harness.create(), await harness.create()
     one, two = await harness.ask(lambda r: ClaimTasks((1, 2), r))
     committed = harness.commits
-    harness.inbox.send_nowait(FinishTask(one.id, one.attempt, True, "one", None, None))
-    harness.inbox.send_nowait(FinishTask(two.id, two.attempt, True, "two", None, None))
+    harness.inbox.send_nowait(FinishTask(one.id, one.attempt, True, '"one"', None, None))
+    harness.inbox.send_nowait(FinishTask(two.id, two.attempt, True, '"two"', None, None))
     await trio.testing.wait_all_tasks_blocked()
     assert harness.commits == committed
 
@@ -211,11 +212,27 @@ async def test_outcomes_nobody_waits_for_wait_for_the_next_claim(harness: Harnes
     assert harness.stored(first.id).status == TaskStatus.COMPLETED
 
 
+async def test_outcomes_coming_one_by_one_all_wait_for_the_claim(harness: Harness) -> None:
+    harness.start(linger_seconds=DEADLINE_SECONDS * 10)
+    tasks = [await harness.create() for _ in range(3)]
+    running = await harness.ask(lambda r: ClaimTasks((1, 2, 3), r))
+    committed = harness.commits
+    for task in running:
+        harness.inbox.send_nowait(FinishTask(task.id, task.attempt, True, '"ok"', None, None))
+        await trio.testing.wait_all_tasks_blocked()
+    assert harness.commits == committed
+
+    assert await harness.ask(lambda r: ClaimTasks((1, 2, 3), r)) == []
+
+    assert harness.commits == committed + 1
+    assert {harness.stored(task.id).status for task in tasks} == {TaskStatus.COMPLETED}
+
+
 async def test_outcomes_alone_are_committed_after_the_linger(harness: Harness) -> None:
     harness.start()
     task = await harness.create()
     (running,) = await harness.ask(lambda r: ClaimTasks((1,), r))
-    harness.inbox.send_nowait(FinishTask(task.id, running.attempt, True, "done", None, None))
+    harness.inbox.send_nowait(FinishTask(task.id, running.attempt, True, '"done"', None, None))
 
     async def completed() -> bool:
         return harness.stored(task.id).status == TaskStatus.COMPLETED
@@ -270,6 +287,26 @@ async def test_no_claim_reaches_a_worker_set_inactive(started: Harness) -> None:
     (claimed,) = (await receive(waiting)).unwrap()
     assert (claimed.id, claimed.worker_id) == (task.id, 99)
     assert await started.ask(lambda r: ClaimTasks((worker.id,), r)) == []
+
+
+async def test_heartbeats_share_a_commit_and_an_unknown_worker_is_refused_alone(
+    harness: Harness,
+) -> None:
+    harness.start()
+    kept, paused = await harness.create(), await harness.create()
+    worker = await harness.ask(lambda r: CreateWorker("w", r))
+    held = await harness.ask(lambda r: ClaimTasks((worker.id,), r, per_worker=2))
+    await harness.ask(lambda r: PauseTask(paused.id, r))
+    committed = harness.commits
+    holding = tuple((task.id, task.attempt) for task in held)
+    beat = harness.queue(lambda r: WorkerHeartbeat(worker.id, holding, 5.0, r))
+    unknown = harness.queue(lambda r: WorkerHeartbeat(404, (), 5.0, r))
+
+    assert (await receive(beat)).unwrap() == [paused.id]
+    with pytest.raises(NotFound):
+        (await receive(unknown)).unwrap()
+    assert harness.commits == committed + 1
+    assert harness.stored(kept.id).status == TaskStatus.RUNNING
 
 
 # --- refusals and failures stay with their command ---
@@ -331,7 +368,7 @@ async def test_an_unexpected_error_refuses_only_its_command_and_the_writer_carri
 
 
 def finish(task: Task, attempt: int) -> Callable[[Reply], FinishTask]:
-    return lambda reply: FinishTask(task.id, attempt, True, "done", None, reply)
+    return lambda reply: FinishTask(task.id, attempt, True, '"done"', None, reply)
 
 
 async def claim(harness: Harness, worker_id: int) -> Task:

@@ -8,6 +8,7 @@ from datetime import datetime, timedelta
 import pytest
 from sqlalchemy import text, update
 
+from taskq.errors import NotFound
 from taskq.messages import (
     SuspensionVoided,
     TaskRevoked,
@@ -17,6 +18,7 @@ from taskq.messages import (
 )
 from taskq.models import NewTask, TaskStatus, WorkerStatus, utcnow
 from taskq.store import Store, notices
+from taskq.store.cluster import Beat
 from taskq.store.schema import workers
 from taskq.store.workers import database_utcnow
 
@@ -161,6 +163,33 @@ def test_heartbeat_requeues_stale_tasks_the_worker_does_not_hold(mine: Store) ->
     assert (lost, requeued) == ([], 1)
     assert _status(mine, forgotten) == TaskStatus.PENDING
     assert _status(mine, just_claimed) == TaskStatus.RUNNING
+
+
+def test_heartbeats_of_several_workers_are_judged_each_against_its_own_tasks(mine: Store) -> None:
+    """One set of statements for many beats must not mix up whose task is whose."""
+    with mine.transaction() as tx:
+        one, two = tx.create_worker("one", NOW), tx.create_worker("two", NOW)
+    ones = _running_task(mine, one.id, at=LONG_AGO)
+    twos_forgotten = _running_task(mine, two.id, at=LONG_AGO)
+    twos_paused = _running_task(mine, two.id)
+    with mine.transaction() as tx:
+        tx.pause_task(twos_paused, NOW)
+        beats = [
+            # Worker two also claims to hold worker one's task: that is not two's to run.
+            Beat(two.id, {twos_paused: 1, ones: 1}, NOW - timedelta(seconds=5)),
+            Beat(404, {}, NOW - timedelta(seconds=5)),
+            Beat(one.id, {ones: 1}, NOW - timedelta(seconds=5)),
+        ]
+        lost, requeued = tx.worker_heartbeats(beats, NOW)
+
+    assert (lost, requeued) == ([[twos_paused, ones], None, []], 1)
+    assert _status(mine, ones) == TaskStatus.RUNNING
+    assert _status(mine, twos_forgotten) == TaskStatus.PENDING
+
+
+def test_a_heartbeat_of_an_unknown_worker_is_refused(mine: Store) -> None:
+    with mine.transaction() as tx, pytest.raises(NotFound):
+        tx.worker_heartbeat(404, {}, NOW, NOW)
 
 
 def test_heartbeats_are_stamped_and_judged_by_the_database_clock(mine: Store, other: Store) -> None:

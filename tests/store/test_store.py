@@ -2,17 +2,18 @@
 
 from __future__ import annotations
 
+import json
 from datetime import datetime, timedelta
 from pathlib import Path
 
 import pytest
-from sqlalchemy import delete
+from sqlalchemy import Text, cast, delete, select, update
 
 from taskq.errors import Conflict, NotFound
 from taskq.models import NewTask, Priority, Task, TaskChanges, TaskStatus, WorkerStatus
 from taskq.store import Completion, Store
 from taskq.store.engine import open_engine
-from taskq.store.schema import metadata, workers
+from taskq.store.schema import metadata, tasks, workers
 
 NOW = datetime(2030, 1, 1, 12, 0, 0)
 LATER = NOW + timedelta(hours=1)
@@ -361,12 +362,37 @@ def test_finish_records_the_outcome_of_the_current_attempt(store: Store) -> None
 
     with store.transaction() as tx:
         written = tx.finish(
-            task.id, claimed.attempt, succeeded=True, result={"ok": 1}, error=None, now=LATER
+            task.id, claimed.attempt, succeeded=True, result_json='{"ok": 1}', error=None, now=LATER
         )
 
     done = get(store, task.id)
     assert written
     assert (done.status, done.result, done.completed_at) == (TaskStatus.COMPLETED, {"ok": 1}, LATER)
+
+
+@pytest.mark.parametrize("result", [{"ok": 1, "é": [1.5, None, True]}, "text", 7, None])
+def test_a_result_is_stored_as_the_columns_own_conversion_stores_it(
+    store: Store, result: object
+) -> None:
+    """The writer stores the worker's JSON text as it is: it must be the very value
+    the column would have stored for the result itself."""
+    by_text, by_value = create(store), create(store)
+    first, _ = claim(store, 1, 2)
+    text = None if result is None else json.dumps(result)
+    with store.transaction() as tx:
+        tx.finish(
+            by_text.id, first.attempt, succeeded=True, result_json=text, error=None, now=LATER
+        )
+        tx.connection.execute(update(tasks).where(tasks.c.id == by_value.id).values(result=result))
+        rows = tx.connection.execute(
+            select(tasks.c.id, cast(tasks.c.result, Text)).where(
+                tasks.c.id.in_([by_text.id, by_value.id])
+            )
+        )
+        stored = {task_id: stored_text for task_id, stored_text in rows}
+
+    assert stored[by_text.id] == stored[by_value.id]
+    assert get(store, by_text.id).result == result
 
 
 def test_finish_with_a_stale_attempt_changes_nothing(store: Store) -> None:
@@ -377,7 +403,7 @@ def test_finish_with_a_stale_attempt_changes_nothing(store: Store) -> None:
     (again,) = claim(store, 2)
 
     with store.transaction() as tx:
-        stale = tx.finish(task.id, 1, succeeded=False, result=None, error="late", now=LATER)
+        stale = tx.finish(task.id, 1, succeeded=False, result_json=None, error="late", now=LATER)
 
     assert not stale
     assert get(store, task.id) == again
@@ -451,7 +477,7 @@ def test_complete_many_writes_current_attempts_and_fences_off_stale_ones(store: 
 
     with store.transaction() as tx:
         written = tx.complete_many(
-            [Completion(first.id, 1, {"ok": 1}), Completion(second.id, 1, "late")], LATER
+            [Completion(first.id, 1, '{"ok": 1}'), Completion(second.id, 1, '"late"')], LATER
         )
 
     assert written == [True, False]

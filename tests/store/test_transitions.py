@@ -58,7 +58,7 @@ def task_in(store: Store, status: TaskStatus) -> Task:
             task = tx.pause_task(task.id, NOW).task
         if status in (C, F):
             assert tx.finish(
-                task.id, task.attempt, succeeded=status == C, result=None, error=None, now=NOW
+                task.id, task.attempt, succeeded=status == C, result_json=None, error=None, now=NOW
             )
             task = tx.get_task(task.id)
     assert task.status == status
@@ -133,7 +133,9 @@ def test_store_claim(store: Store, status: TaskStatus) -> None:
 def test_store_finish(store: Store, status: TaskStatus) -> None:
     task = task_in(store, status)
     with store.transaction() as tx:
-        written = tx.finish(task.id, task.attempt, succeeded=True, result=1, error=None, now=NOW)
+        written = tx.finish(
+            task.id, task.attempt, succeeded=True, result_json="1", error=None, now=NOW
+        )
     assert written is (status in EXPECTED[Action.FINISH])
     assert status_of(store, task.id) == (TaskStatus.COMPLETED if written else status)
 
