@@ -403,6 +403,19 @@ def unsettled(document: Document) -> str:
     return f" Began on a CPU still busy after settling: {', '.join(busy)}."
 
 
+def disk_stalls(document: Document) -> str:
+    """Names the runs under which the disk stalled (``settle.watching``): their tails may
+    be the disk's, not the system's."""
+    stalled = [
+        f"{name} ({disk['stalls']}, the longest {disk['fsync_max_ms']:,.0f} ms)"
+        for name, outcome in document["systems"].items()
+        if (disk := outcome.get("disk", {})).get("stalls")
+    ]
+    if not stalled:
+        return ""
+    return f" The disk stalled (a 4 KB fsync over 10 ms) under: {', '.join(stalled)}."
+
+
 def page(documents: dict[str, Document], chart_name: str | None) -> str:
     sections = []
     for scenario in (*PEER_SCENARIOS, *TASKQ_SCENARIOS):
@@ -412,6 +425,7 @@ def page(documents: dict[str, Document], chart_name: str | None) -> str:
         sections.append(
             f"### {scenario}\n\n{table(document)}\n\n"
             f"Measured {document['date']}, load average at the end {load}.{unsettled(document)}"
+            f"{disk_stalls(document)}"
         )
     image = f"![taskq beside its peers]({chart_name})" if chart_name else "(no chart)"
     template = string.Template(TEMPLATE.read_text())

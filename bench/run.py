@@ -88,6 +88,8 @@ class Outcome:
     seconds: float = 0.0
     # The machine as the run found it (``settle.Quiet``).
     quiet: dict[str, Any] = field(default_factory=dict)
+    # The disk while the run measured (``settle.DiskSeen``).
+    disk: dict[str, Any] = field(default_factory=dict)
 
 
 def listening(address: tuple[str, int]) -> bool:
@@ -155,11 +157,14 @@ class Run:
 
 
 def run_one(run: Run, common_options: list[str], run_id: str) -> Outcome:
-    """Settle the machine (``settle``), then run one system module's scenario."""
+    """Settle the machine (``settle``), then run one system module's scenario with the
+    disk watched."""
     quiet = settle.settle(run_id, POSTGRES_CONNINFO).as_dict()
     print(f"  starting on {quiet}", file=sys.stderr, flush=True)
-    outcome = _measure(run, common_options, run_id)
+    with settle.watching() as watch:
+        outcome = _measure(run, common_options, run_id)
     outcome.quiet = quiet
+    outcome.disk = watch.seen().as_dict()
     return outcome
 
 

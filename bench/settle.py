@@ -19,6 +19,14 @@ into tens of milliseconds. So before every run, whichever system it is:
 What the machine looked like when the run began (CPU busy share, fsync latency of a
 small probe file, how long settling took) goes with the run's figures into the
 results, so a noisy run shows as such.
+
+Settling cannot stop the disk from stalling during a run: on a shared disk an fsync
+now and then takes tens or hundreds of milliseconds for reasons outside the run
+(another tenant's writeback), every durable commit waits for one, and the stall shows
+as the latency tail of whichever system is being measured. So the harness also
+watches the disk while each run measures (``watching``: a 4 KB write+fsync every
+``WATCH_GAP_SECONDS`` from a thread of the harness, the same for every system), and the
+results say which runs had the disk stall under them.
 """
 
 from __future__ import annotations
@@ -28,7 +36,10 @@ import os
 import signal
 import statistics
 import tempfile
+import threading
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -47,6 +58,10 @@ BUSIEST_SHOWN = 3
 FSYNC_PROBES = 20
 FSYNC_PROBE_BYTES = 4096
 FSYNC_PROBE_GAP_SECONDS = 0.01
+# The watch during a run: one probe every WATCH_GAP_SECONDS; an fsync of 4 KB that takes
+# longer than STALL_MS (dozens of times the usual) is a stall.
+WATCH_GAP_SECONDS = 0.05
+STALL_MS = 10.0
 
 
 @dataclass(frozen=True)
@@ -179,10 +194,7 @@ def fsync_probe() -> list[float]:
     times = []
     with tempfile.NamedTemporaryFile(prefix="taskq-bench-probe-") as probe:
         for _ in range(FSYNC_PROBES):
-            os.pwrite(probe.fileno(), b"\0" * FSYNC_PROBE_BYTES, 0)
-            started = time.perf_counter()
-            os.fsync(probe.fileno())
-            times.append((time.perf_counter() - started) * 1000)
+            times.append(fsync_ms(probe.fileno()))
             time.sleep(FSYNC_PROBE_GAP_SECONDS)
     return times
 
@@ -209,3 +221,74 @@ def settle(run_id: str, postgres_conninfo: str) -> Quiet:
         fsync_max_ms=round(max(fsyncs), 3),
         busiest=users,
     )
+
+
+# While a run measures: the disk under it.
+
+
+def fsync_ms(fd: int) -> float:
+    """Milliseconds one small overwrite and its fsync took."""
+    os.pwrite(fd, b"\0" * FSYNC_PROBE_BYTES, 0)
+    started = time.perf_counter()
+    os.fsync(fd)
+    return (time.perf_counter() - started) * 1000
+
+
+@dataclass(frozen=True)
+class DiskSeen:
+    """What the watch saw during one run."""
+
+    samples: int
+    fsync_p50_ms: float
+    fsync_max_ms: float
+    stalls: int
+
+    def as_dict(self) -> dict[str, object]:
+        return asdict(self)
+
+
+def summary(times: list[float]) -> DiskSeen:
+    if not times:
+        return DiskSeen(0, 0.0, 0.0, 0)
+    return DiskSeen(
+        samples=len(times),
+        fsync_p50_ms=round(statistics.median(times), 3),
+        fsync_max_ms=round(max(times), 3),
+        stalls=sum(1 for each in times if each > STALL_MS),
+    )
+
+
+class DiskWatch:
+    """The fsync times sampled so far; ``first`` is set once there is one."""
+
+    def __init__(self) -> None:
+        self.times: list[float] = []
+        self.first = threading.Event()
+        self.stop = threading.Event()
+
+    def sample_until_stopped(self, fd: int) -> None:
+        while True:
+            self.times.append(fsync_ms(fd))
+            self.first.set()
+            if self.stop.wait(WATCH_GAP_SECONDS):
+                return
+
+    def seen(self) -> DiskSeen:
+        return summary(list(self.times))
+
+
+@contextmanager
+def watching() -> Iterator[DiskWatch]:
+    """Sample the disk (where the SQLite-backed systems keep their files) on a thread
+    of the harness until the block ends."""
+    watch = DiskWatch()
+    with tempfile.NamedTemporaryFile(prefix="taskq-bench-watch-") as probe:
+        sampler = threading.Thread(
+            target=watch.sample_until_stopped, args=(probe.fileno(),), daemon=True
+        )
+        sampler.start()
+        try:
+            yield watch
+        finally:
+            watch.stop.set()
+            sampler.join()

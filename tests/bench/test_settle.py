@@ -110,3 +110,24 @@ def test_reads_this_process_s_own_cpu_use() -> None:
     name, jiffies = settle.process_cpu()[os.getpid()]
     assert name.startswith("python") or name == "pytest"
     assert jiffies > 0
+
+
+def test_a_disk_summary_counts_the_fsyncs_over_the_stall_threshold() -> None:
+    seen = settle.summary([0.3, 0.4, settle.STALL_MS, settle.STALL_MS + 0.1, 250.0])
+
+    assert seen == settle.DiskSeen(samples=5, fsync_p50_ms=10.0, fsync_max_ms=250.0, stalls=2)
+
+
+def test_a_watch_with_no_sample_says_so() -> None:
+    assert settle.summary([]) == settle.DiskSeen(0, 0.0, 0.0, 0)
+
+
+def test_the_watch_samples_the_disk_until_its_block_ends() -> None:
+    with settle.watching() as watch:
+        assert watch.first.wait(timeout=10)
+    ended_with = len(watch.times)
+
+    assert ended_with >= 1
+    assert all(each >= 0 for each in watch.times)
+    assert watch.seen().samples == ended_with
+    assert len(watch.times) == ended_with, "the sampler stopped with the block"
