@@ -32,8 +32,18 @@ from pathlib import Path
 from typing import Any, Protocol
 
 SCENARIOS = ("throughput", "latency", "punctuality")
-DEFAULT_N = {"throughput": 10_000, "latency": 200, "punctuality": 200}
 DEFAULT_LEAD_SECONDS = 2.0
+# The size of each scenario's run: what `make bench` uses, and a system module's default.
+FULL_N = {
+    "throughput": 10_000,
+    "latency": 200,
+    "punctuality": 200,
+    "throughput_http": 10_000,
+    "throughput_batch": 50_000,
+    "http": 10_000,
+    "scale": 1_000_000,
+    "priority": 100_000,
+}
 # Scheduled tasks are enqueued this far apart, so that each one's start shows the
 # scheduler's own delay rather than a backlog of tasks that all fell due together.
 PUNCTUALITY_SPACING_SECONDS = 0.01
@@ -274,7 +284,7 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
 
 
 def run_scenario(peer: PeerAPI, args: argparse.Namespace) -> Result:
-    n: int = args.n or DEFAULT_N[args.scenario]
+    n: int = args.n or FULL_N[args.scenario]
     sink = Sink(state_dir() / SINK_FILE)
     with running_workers(peer, sink):
         if args.scenario == "throughput":

@@ -37,7 +37,7 @@ from typing import Any
 import machine
 import report
 import settle
-from common import DEFAULT_LEAD_SECONDS
+from common import DEFAULT_LEAD_SECONDS, FULL_N
 
 BENCH = Path(__file__).resolve().parent
 REPO_ROOT = BENCH.parent
@@ -48,17 +48,6 @@ QUICK_RESULTS = RESULTS / "quick"
 SYSTEMS = ("taskq", *report.PEERS)
 BASELINE = report.BASELINE
 SCENARIOS = (*report.PEER_SCENARIOS, *report.TASKQ_SCENARIOS)
-# The size of each run of a system module's scenario, full and --quick.
-FULL_N = {
-    "throughput": 10_000,
-    "latency": 200,
-    "punctuality": 200,
-    "throughput_http": 10_000,
-    "throughput_batch": 50_000,
-    "http": 10_000,
-    "scale": 1_000_000,
-    "priority": 100_000,
-}
 QUICK_N = {
     "throughput": 500,
     "latency": 20,

@@ -62,6 +62,7 @@ from sqlalchemy import create_engine, insert, text  # noqa: E402
 from sqlalchemy.engine import make_url  # noqa: E402
 
 from bench.common import (  # noqa: E402
+    FULL_N,
     LATENCY_PAUSE_SECONDS,
     PUNCTUALITY_SPACING_SECONDS,
     WARM_UP_TASK,
@@ -81,16 +82,6 @@ BUSY = (TaskStatus.PENDING, TaskStatus.RUNNING)
 SUBMIT_CHUNK = 1000
 LISTENING = re.compile(r"(?:taskq listening on|bare listening on) (?P<url>http://\S+)")
 DEFAULT_WORKERS = 32
-DEFAULT_N = {
-    "throughput": 10_000,
-    "latency": 200,
-    "punctuality": 200,
-    "throughput_http": 10_000,
-    "throughput_batch": 50_000,
-    "http": 10_000,
-    "scale": 1_000_000,
-    "priority": 100_000,
-}
 SCALE_SAMPLE = 1000
 PRIORITY_SAMPLES = 20
 # Between CRITICAL tasks, so that each meets workers busy with LOW ones again.
@@ -764,7 +755,7 @@ def main() -> None:
     parser.add_argument("--workers", type=int, default=DEFAULT_WORKERS, help="taskq workers")
     parser.add_argument("--db", help="database URL (default: a fresh SQLite file)")
     args = parser.parse_args()
-    args.n = args.n or DEFAULT_N.get(args.scenario, 0)
+    args.n = args.n or FULL_N.get(args.scenario, 0)
     print(json.dumps(trio.run(SCENARIOS[args.scenario], args)), flush=True)
 
 
