@@ -191,11 +191,12 @@ async def _linger(
     with trio.move_on_after(seconds):
         while len(company) < most:
             try:
-                company.append(await inbox.receive())
+                arrived = [await inbox.receive()]
             except trio.EndOfChannel:
                 break
-            company += drain(inbox, most - len(company))
-            if any(command.reply is not None for command in company):
+            arrived += drain(inbox, most - len(company) - 1)
+            company += arrived
+            if any(command.reply is not None for command in arrived):
                 break
     return company
 
