@@ -18,9 +18,9 @@ from sqlalchemy.engine import Connection
 
 from taskq.errors import NotFound
 from taskq.messages import Event
-from taskq.models import SOURCES, Action, TaskStatus, WorkerStatus
+from taskq.models import Action, TaskStatus, WorkerStatus
 from taskq.store import notices
-from taskq.store.schema import tasks, workers
+from taskq.store.schema import is_source, status_is, tasks, workers
 from taskq.store.workers import BACK_ONLINE, TAKE_OFFLINE, WORKER_NOT_FOUND, database_utcnow
 
 _NOTIFY = text(
@@ -138,7 +138,7 @@ class NodeOps:
             return {}
         rows = self.connection.execute(
             select(tasks.c.id, tasks.c.worker_id, tasks.c.attempt).where(
-                tasks.c.id.in_(task_ids), tasks.c.status == TaskStatus.RUNNING
+                tasks.c.id.in_(task_ids), status_is(TaskStatus.RUNNING)
             )
         )
         return {task_id: (worker_id, attempt) for task_id, worker_id, attempt in rows}
@@ -155,7 +155,7 @@ class NodeOps:
         """The interrupted executions did not fail, so each gives back its attempt."""
         requeued = self.connection.execute(
             update(tasks)
-            .where(tasks.c.status.in_(SOURCES[Action.REQUEUE]), *where)
+            .where(is_source(Action.REQUEUE), *where)
             .values(
                 status=TaskStatus.PENDING,
                 worker_id=None,

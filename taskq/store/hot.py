@@ -23,8 +23,8 @@ from sqlalchemy import Float
 from sqlalchemy.engine import Connection, Dialect
 from sqlalchemy.types import TypeEngine
 
-from taskq.models import SOURCES, Action, NewTask, Priority, Task, TaskStatus, waiting_status
-from taskq.store.schema import tasks
+from taskq.models import Action, NewTask, Priority, Task, TaskStatus, waiting_status
+from taskq.store.schema import source_status_sql, tasks
 
 Processor = Callable[[Any], Any] | None
 
@@ -40,10 +40,6 @@ _INSERTED += ("max_attempts", "timeout")
 PRIORITIES = {int(priority): priority for priority in Priority}
 # SQLite allows 32,766 parameters in a statement; nine a row stays far below that.
 INSERT_ROWS_MAX = 500
-
-
-def _statuses(action: Action) -> str:
-    return ", ".join(f"'{status}'" for status in sorted(SOURCES[action]))
 
 
 class HotStatements:
@@ -75,7 +71,7 @@ class HotStatements:
         # Most urgent first, read through ``ix_tasks_ready`` without a sort.
         self.ready = (
             f"SELECT {', '.join(CLAIMED_COLUMNS)} FROM tasks"
-            f" WHERE status IN ({_statuses(Action.CLAIM)})"
+            f" WHERE {source_status_sql(Action.CLAIM)}"
             f" ORDER BY priority DESC, id LIMIT {mark}{lock}"
         )
         self.take = (
@@ -87,7 +83,7 @@ class HotStatements:
         self.finish = (
             f"UPDATE tasks SET status = {mark}, result = {mark}, error = {mark},"
             f" completed_at = {mark}, updated_at = {mark}"
-            f" WHERE id = {mark} AND status IN ({_statuses(Action.FINISH)}) AND attempt = {mark}"
+            f" WHERE id = {mark} AND {source_status_sql(Action.FINISH)} AND attempt = {mark}"
         )
 
     def value(self, column: str, value: Any) -> Any:

@@ -3,13 +3,16 @@
 ``ix_tasks_ready`` is in claim order (status, then priority high to low, then
 id): a claim reads its first rows and stops, however many tasks wait, with no
 sort. ``ix_tasks_due`` does the same for the scheduler's "what is due now".
-They lead with ``status`` rather than being partial indexes on SQLite because its
-planner, without statistics, prefers ``ix_tasks_status_id`` and a sort over a
-partial index. On PostgreSQL they are partial (and so is
-``ix_tasks_worker_running``): there an UPDATE that changes ``status`` writes a new
-entry for the new row version into every index it belongs to, and a claim and an
-outcome each change it; a partial index only takes the rows it is for. Its claim
-plan does not depend on statistics (``taskq.store.hot``).
+They and ``ix_tasks_worker_running`` are partial: an UPDATE that changes
+``status`` (a claim, an outcome) touches only the index the row leaves and the
+one it enters, not all three, and each holds only the rows it is for.
+
+A database uses a partial index only for a query whose WHERE implies the
+index's own: SQLite, by finding the index's term in it as it is written.
+``status = 'pending'`` does; ``status IN ('pending')`` does not, and neither
+does ``status = ?`` without re-preparing the statement at every execution to
+look at the value (PostgreSQL's generic plans cannot look at it at all). So
+the queries these indexes serve write the status into the SQL: ``is_source``.
 
 ``workers.node`` names the process that runs a worker: boot slots are unique
 per node, and a node restores, re-queues and reaps by it (see docs/cluster.md).
@@ -31,8 +34,12 @@ from sqlalchemy import (
     Table,
     Text,
     UniqueConstraint,
+    literal_column,
     text,
 )
+from sqlalchemy.sql.elements import ColumnElement
+
+from taskq.models import SOURCES, Action, TaskStatus
 
 metadata = MetaData()
 
@@ -71,12 +78,14 @@ Index(
     tasks.c.priority.desc(),
     tasks.c.id,
     postgresql_where=tasks.c.status == "pending",
+    sqlite_where=tasks.c.status == "pending",
 )
 Index(
     "ix_tasks_due",
     tasks.c.status,
     tasks.c.scheduled_at,
     postgresql_where=tasks.c.status == "scheduled",
+    sqlite_where=tasks.c.status == "scheduled",
 )
 Index("ix_tasks_status_id", tasks.c.status, tasks.c.id)
 Index(
@@ -84,6 +93,7 @@ Index(
     tasks.c.worker_id,
     tasks.c.status,
     postgresql_where=tasks.c.status == "running",
+    sqlite_where=tasks.c.status == "running",
 )
 
 workers = Table(
@@ -107,3 +117,20 @@ workers = Table(
     UniqueConstraint("node", "boot_slot", name="uq_workers_node_boot_slot"),
     sqlite_autoincrement=True,
 )
+
+
+def source_status_sql(action: Action) -> str:
+    """``status = 'x'``, x the one status ``action`` starts from, written out (see above)."""
+    (status,) = SOURCES[action]
+    return f"status = '{status}'"
+
+
+def is_source(action: Action) -> ColumnElement[bool]:
+    """The tasks ``action`` may start from, as ``source_status_sql`` writes them."""
+    (status,) = SOURCES[action]
+    return status_is(status)
+
+
+def status_is(status: TaskStatus) -> ColumnElement[bool]:
+    """``tasks.status = 'x'`` with the status written out (see above)."""
+    return tasks.c.status == literal_column(f"'{status}'")

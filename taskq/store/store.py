@@ -29,7 +29,6 @@ from sqlalchemy.engine import Connection
 from taskq.config import default_node
 from taskq.errors import Conflict, NotFound
 from taskq.models import (
-    SOURCES,
     Action,
     NewTask,
     Priority,
@@ -43,7 +42,7 @@ from taskq.models import (
 from taskq.store import hot
 from taskq.store.cluster import NodeOps
 from taskq.store.engine import migrate, open_engine
-from taskq.store.schema import tasks
+from taskq.store.schema import is_source, tasks
 from taskq.store.workers import WorkerOps
 
 TASK_NOT_FOUND = "Task not found"
@@ -375,7 +374,7 @@ class Tx(NodeOps, WorkerOps):
     def _running_attempt(self, task_id: int, attempt: int) -> Update:
         return update(tasks).where(
             tasks.c.id == task_id,
-            tasks.c.status.in_(SOURCES[Action.FINISH]),
+            is_source(Action.FINISH),
             tasks.c.attempt == attempt,
         )
 
@@ -383,11 +382,11 @@ class Tx(NodeOps, WorkerOps):
         """Make due scheduled tasks pending; return how many, and when the next is due."""
         promoted = self.connection.execute(
             update(tasks)
-            .where(tasks.c.status.in_(SOURCES[Action.PROMOTE]), tasks.c.scheduled_at <= now)
+            .where(is_source(Action.PROMOTE), tasks.c.scheduled_at <= now)
             .values(status=TaskStatus.PENDING, updated_at=now)
         ).rowcount
         next_due = self.connection.execute(
-            select(func.min(tasks.c.scheduled_at)).where(tasks.c.status == TaskStatus.SCHEDULED)
+            select(func.min(tasks.c.scheduled_at)).where(is_source(Action.PROMOTE))
         ).scalar()
         return promoted, next_due
 
