@@ -42,7 +42,7 @@ from taskq.models import (
 from taskq.store import hot
 from taskq.store.cluster import NodeOps
 from taskq.store.engine import migrate, open_engine
-from taskq.store.schema import is_source, tasks
+from taskq.store.schema import is_source, listed_status, tasks
 from taskq.store.workers import WorkerOps
 
 TASK_NOT_FOUND = "Task not found"
@@ -60,7 +60,7 @@ _GET_TASK = select(tasks).where(tasks.c.id == bindparam("b_id"))
 _LIST_TASKS = (
     select(tasks).order_by(tasks.c.id).offset(bindparam("b_skip")).limit(bindparam("b_limit"))
 )
-_LIST_TASKS_BY_STATUS = _LIST_TASKS.where(tasks.c.status == bindparam("b_status"))
+_LIST_TASKS_BY_STATUS = _LIST_TASKS.where(listed_status(bindparam("b_status")))
 
 
 @dataclass(frozen=True, slots=True)
@@ -209,7 +209,7 @@ class Tx(NodeOps, WorkerOps):
         order = tasks.c.id.desc() if newest_first else tasks.c.id
         query = select(tasks).order_by(order).offset(skip).limit(limit)
         if status is not None:
-            query = query.where(tasks.c.status == status)
+            query = query.where(listed_status(status))
         if name is not None:
             query = query.where(tasks.c.name == name)
         if priority is not None:

@@ -160,3 +160,25 @@ def test_every_statement_of_the_working_set_names_its_status_in_the_sql(queue: S
         for statement in plans_of(queue, operation):
             if statement.startswith(("UPDATE tasks", "SELECT min")):
                 assert "tasks.status = '" in statement, statement
+
+
+@pytest.mark.parametrize("newest_first", [False, True])
+def test_a_page_of_pending_tasks_reads_ix_tasks_status_id_without_a_sort(
+    queue: Store, newest_first: bool
+) -> None:
+    """Not ``ix_tasks_ready``, which holds just the pending tasks but in claim order."""
+    pages: list[list[int]] = []
+    plans = plans_of(
+        queue,
+        lambda tx: pages.append(
+            [
+                task.id
+                for task in tx.list_tasks(0, 10, TaskStatus.PENDING, newest_first=newest_first)
+            ]
+        ),
+    )
+    pending = [n + 1 for n in range(QUEUED - LIVE, QUEUED) if n % 3 == 0]
+    assert pages == [pending[::-1][:10] if newest_first else pending[:10]]
+    plan = only_plan(plans, "SELECT")
+    assert "INDEX ix_tasks_status_id (status=?)" in plan, plan
+    assert "TEMP B-TREE" not in plan, plan
