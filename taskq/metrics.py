@@ -19,7 +19,7 @@ import bisect
 import itertools
 import math
 import time
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 
@@ -48,6 +48,10 @@ TIME_BUCKETS_SECONDS = (0.001, 0.005, 0.01, 0.05, 0.1, 0.5, 1, 5, 10, 30, 60, 30
 COMMIT_BUCKETS_SECONDS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1)
 BATCH_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512)
 HTTP_BUCKETS_SECONDS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 5)
+
+
+# How prometheus_client spells a bucket's bound in its ``le`` label (the library leaves it untyped).
+_bucket_label: Callable[[float], str] = floatToGoString
 
 
 class Observations:
@@ -81,7 +85,7 @@ class TaskHistogram(Collector):
         self._name = name
         self._documentation = documentation
         self._bounds = (*(float(bound) for bound in buckets), math.inf)
-        self._les = [floatToGoString(bound) for bound in self._bounds]
+        self._les = [_bucket_label(bound) for bound in self._bounds]
         self._children: dict[str, Observations] = {}
         registry.register(self)
 
