@@ -30,6 +30,7 @@ import json
 import logging
 import math
 import signal
+from _json import encode_basestring_ascii, make_encoder
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -357,14 +358,30 @@ def _carries_cancellation(exc: BaseException) -> bool:
     return isinstance(exc, BaseExceptionGroup) and exc.subgroup(trio.Cancelled) is not None
 
 
-# Built once: ``json.dumps`` with any option builds a new encoder at every call.
+# What ``json.JSONEncoder(allow_nan=False).encode`` runs, built once: ``encode`` builds
+# a new one at every call, which costs more than encoding a small result. Only the
+# Trio thread encodes, one value at a time.
+_CYCLE_MARKERS: dict[int, Any] = {}
 _STRICT_JSON = json.JSONEncoder(allow_nan=False)
+_encode = make_encoder(
+    _CYCLE_MARKERS,
+    _STRICT_JSON.default,
+    encode_basestring_ascii,
+    None,
+    _STRICT_JSON.key_separator,
+    _STRICT_JSON.item_separator,
+    False,
+    False,
+    False,
+)
 
 
 def _json_text(value: Any, what: str) -> str:
     try:
-        return _STRICT_JSON.encode(value)
+        return "".join(_encode(value, 0))
     except (TypeError, ValueError, RecursionError) as exc:
+        # A failed encoding leaves its containers marked as if still open.
+        _CYCLE_MARKERS.clear()
         raise ResultNotJson(f"{what} is not JSON-serialisable: {exc}") from None
 
 

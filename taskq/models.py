@@ -8,11 +8,12 @@ status IN (...)`` conditions, so the rule and the SQL cannot drift apart.
 
 from __future__ import annotations
 
+import dataclasses
 import enum
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Any, TypeAlias
+from typing import Any, TypeAlias, TypeVar
 
 
 class TaskStatus(enum.StrEnum):
@@ -70,6 +71,9 @@ SOURCES: Mapping[Action, frozenset[TaskStatus]] = {
 }
 
 
+_Frozen = TypeVar("_Frozen")
+
+
 def allowed(action: Action, status: TaskStatus) -> bool:
     return status in SOURCES[action]
 
@@ -109,6 +113,35 @@ class TaskChanges:
     timeout: float | None = None
 
 
+def _filled_by_slot(cls: type[_Frozen]) -> type[_Frozen]:
+    """Give a frozen slotted dataclass an ``__init__`` that fills each slot through its
+    descriptor, with the signature and defaults of the one ``dataclass`` writes.
+
+    That one sets each field with ``object.__setattr__``, which looks the name up on
+    the class every time; a claim makes a ``Task`` (18 fields) per task it hands out.
+    Made the way ``dataclass`` makes its own: source built from the fields, once.
+    """
+    declared = dataclasses.fields(cls)  # type: ignore[arg-type]
+    if any(each.default_factory is not dataclasses.MISSING for each in declared):
+        raise TypeError(f"{cls.__name__}: a default factory needs the generated __init__")
+    parameters = [
+        each.name if each.default is dataclasses.MISSING else f"{each.name}=_default_{each.name}"
+        for each in declared
+    ]
+    body = "".join(f"    _set_{each.name}(self, {each.name})\n" for each in declared)
+    namespace: dict[str, Any] = {}
+    for each in declared:
+        namespace[f"_set_{each.name}"] = getattr(cls, each.name).__set__
+        namespace[f"_default_{each.name}"] = each.default
+    exec(f"def __init__(self, {', '.join(parameters)}):\n{body}", namespace)
+    init = namespace["__init__"]
+    init.__qualname__ = f"{cls.__qualname__}.__init__"
+    init.__annotations__ = {each.name: each.type for each in declared} | {"return": None}
+    cls.__init__ = init  # type: ignore[method-assign]
+    return cls
+
+
+@_filled_by_slot
 @dataclass(frozen=True, slots=True)
 class Task:
     id: int

@@ -91,14 +91,15 @@ class Runtimes:
         retry_after = None
         if not outcome.succeeded and outcome.retryable and task.attempts < task.max_attempts:
             retry_after = self.retry.delay(task.attempts, self.rng)
+        # By position: calling a class with keywords builds a dict of them on every call.
         return FinishTask(
             task.id,
             task.attempt,
             outcome.succeeded,
             outcome.result_json,
             outcome.error,
-            reply=None,
-            retry_after=retry_after,
+            None,
+            retry_after,
         )
 
 

@@ -86,7 +86,10 @@ class HubState:
 
     def number(self, batch: Committed) -> None:
         """Give the changes of ``batch`` their ids; they are made later, if ever."""
-        count = sum(1 for _ in _drafts(batch))
+        count = 0
+        for command, result in zip(batch.commands, batch.results, strict=True):
+            if isinstance(result, outcome.Value):
+                count += _count(command, result.value)
         if not count:
             return
         self.unmade.append((self.last_id + 1, batch))
@@ -238,6 +241,19 @@ def _changes(command: WriterCommand, value: Any) -> Iterator[Draft]:
             yield ChangeKind.WORKER_UPDATED, None, value, None, {}
 
 
+def _count(command: WriterCommand, value: Any) -> int:
+    """How many changes ``_changes`` makes of one successful command, without making
+    them: the commands of every task's path are counted straight from their value."""
+    match command:
+        case FinishTask() | ReportProgress() | RequeueRunning() | RequeueNode() | ReapDeadWorkers():
+            # One change if the command took effect: fenced or empty ones change nothing.
+            return 1 if value else 0
+        case CreateTasks() | ClaimTasks() | RestoreWorkers():
+            return len(value)
+        case _:
+            return sum(1 for _ in _changes(command, value))
+
+
 def _is_read(command: WriterCommand) -> bool:
     return isinstance(command, GetTask | ListTasks | CountTasks | GetWorker | ListWorkers)
 
@@ -253,19 +269,19 @@ def _account(state: HubState, metrics: Metrics, batch: Committed) -> None:
             continue
         value = result.value
         match command:
-            case CreateTask():
-                created[value.name] += 1
-            case CreateTasks():
-                created.update(task.name for task in value)
-            case ClaimTasks():
-                for task in value:
-                    state.running[task.id] = task
-                    metrics.task_claimed(task)
             case FinishTask(task_id=task_id) if value:
                 claimed = state.running.pop(task_id, None)
                 if claimed is not None:
                     finished[claimed.name, command.succeeded] += 1
                     metrics.task_ran(claimed, batch.at)
+            case ClaimTasks():
+                for task in value:
+                    state.running[task.id] = task
+                    metrics.task_claimed(task)
+            case CreateTask():
+                created[value.name] += 1
+            case CreateTasks():
+                created.update(task.name for task in value)
             case DeleteTask(task_id=task_id):
                 state.running.pop(task_id, None)
             case RequeueRunning(worker_id=worker_id) if value:

@@ -417,6 +417,25 @@ async def test_a_result_that_is_not_json_fails_the_task_in_every_runtime(
     assert (await pipeline.settled(after.id, TaskStatus.COMPLETED)).result == {"still": "fine"}
 
 
+async def test_a_result_json_could_not_write_does_not_spoil_the_next_result(
+    pipeline: Pipeline, registry: Registry
+) -> None:
+    # The same containers come back, fixed: nothing of the failed encoding may linger.
+    shared: list[dict[str, Any]] = [{"when": datetime(2026, 1, 1)}]
+
+    @registry.task("shared")
+    async def give_shared(payload: Mapping[str, Any]) -> list[dict[str, Any]]:
+        return shared
+
+    failed = await pipeline.settled((await pipeline.submit("shared")).id, TaskStatus.FAILED)
+    assert failed.error is not None
+    assert "Object of type datetime is not JSON serializable" in failed.error
+    shared[0]["when"] = "2026-01-01"
+    task = await pipeline.submit("shared")
+    completed = await pipeline.settled(task.id, TaskStatus.COMPLETED)
+    assert completed.result == [{"when": "2026-01-01"}]
+
+
 async def test_asyncio_handlers_run_on_the_shared_asyncio_loop(
     pipeline: Pipeline, registry: Registry
 ) -> None:

@@ -23,15 +23,18 @@ from taskq.messages import (
     FinishTask,
     GetTask,
     HubMessage,
+    ReapDeadWorkers,
     ReportProgress,
+    RequeueNode,
     RequeueRunning,
+    RestoreWorkers,
     Subscribe,
     Subscription,
     WriterCommand,
     request,
 )
 from taskq.metrics import Metrics
-from taskq.models import Change, ChangeKind, NewTask, Task, TaskStatus
+from taskq.models import Change, ChangeKind, NewTask, Task, TaskStatus, Worker, WorkerStatus
 from tests.actors.conftest import NOW, receive, running_task
 
 RING = 4
@@ -330,3 +333,35 @@ async def test_one_batch_counts_each_name_and_outcome_apart(events: Hub) -> None
     }
     runs = metric_samples(events.metrics, "taskq_task_run_seconds_count")
     assert runs == {(("name", "a"),): 2, (("name", "b"),): 2}
+
+
+def counted_commands() -> list[tuple[WriterCommand, object]]:
+    """Each command the hub counts from its value, answered with effect and without."""
+    tasks = [running_task(1, 7), running_task(2, 7)]
+    workers = [
+        Worker(number, f"w{number}", WorkerStatus.ACTIVE, NOW, NOW, NOW) for number in (1, 2)
+    ]
+    return [
+        (FinishTask(1, 1, True, None, None, None), True),
+        (FinishTask(1, 1, True, None, None, None), False),
+        (ReportProgress(1, 1, 0.5, None), True),
+        (ReportProgress(1, 1, 0.5, None), False),
+        (RequeueRunning(7, None), 2),
+        (RequeueRunning(None, None), 0),
+        (RequeueNode(None), 3),
+        (RequeueNode(None), 0),
+        (ReapDeadWorkers(30.0, None), [7, 8]),
+        (ReapDeadWorkers(30.0, None), []),
+        (CreateTasks((NewTask("job", {}), NewTask("job", {})), None), tasks),
+        (ClaimTasks((7,), None), tasks),
+        (ClaimTasks((7,), None), []),
+        (RestoreWorkers(2, None), workers),
+        (RestoreWorkers(0, None), []),
+    ]
+
+
+@pytest.mark.parametrize(("command", "value"), counted_commands())
+def test_a_command_is_counted_as_the_changes_it_makes(
+    command: WriterCommand, value: object
+) -> None:
+    assert hub._count(command, value) == len(list(hub._changes(command, value)))
