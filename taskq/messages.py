@@ -1,6 +1,6 @@
 """The whole message protocol between actors, in one module.
 
-Requests carry their own one-slot reply channel (``reply``); ``request`` is the
+Requests carry their own reply (``taskq.reply.Reply``); ``request`` is the
 one helper that sends and awaits the answer. Replies are ``outcome.Outcome``
 values so that a domain error (``NotFound``, ``Conflict``) travels back to the
 caller and is raised there, not in the actor that found it.
@@ -27,8 +27,8 @@ import trio
 
 from taskq.errors import Overloaded, Unavailable
 from taskq.models import Change, NewTask, Priority, Task, TaskChanges, TaskStatus, WorkerStatus
+from taskq.reply import Reply as Reply
 
-Reply: TypeAlias = trio.MemorySendChannel[outcome.Outcome[Any]]
 M = TypeVar("M")
 
 
@@ -42,26 +42,28 @@ async def request(
 
     With ``backlog_max``, a request finding that many messages already waiting
     is refused at once with ``Overloaded`` instead of waiting for room.
-    A reply channel closed without an answer means the actor died with the
-    request in hand; the caller gets ``Unavailable`` rather than waiting forever.
+    A reply closed without an answer means the actor died with the request in
+    hand; the caller gets ``Unavailable`` rather than waiting forever.
     """
-    reply_send, reply_receive = trio.open_memory_channel[outcome.Outcome[Any]](1)
-    with reply_receive:
+    reply = Reply()
+    try:
         try:
             if backlog_max is None:
-                await inbox.send(build(reply_send))
+                await inbox.send(build(reply))
             elif inbox.statistics().current_buffer_used >= backlog_max:
                 raise Overloaded("taskq is busy; try again shortly")
             else:
-                inbox.send_nowait(build(reply_send))
+                inbox.send_nowait(build(reply))
         except trio.WouldBlock as exc:
             raise Overloaded("taskq is busy; try again shortly") from exc
         except (trio.ClosedResourceError, trio.BrokenResourceError) as exc:
             raise Unavailable("taskq is shutting down") from exc
         try:
-            answer = await reply_receive.receive()
+            answer = await reply.receive()
         except trio.EndOfChannel as exc:
             raise Unavailable("taskq could not complete the request; try again") from exc
+    finally:
+        reply.stop_waiting()
     return answer.unwrap()
 
 
@@ -80,8 +82,8 @@ def drain(inbox: trio.MemoryReceiveChannel[M], most: int) -> list[M]:
 def answer(reply: Reply | None, result: outcome.Outcome[Any]) -> None:
     """Deliver a reply without ever blocking the answering actor.
 
-    A reply channel has one slot and one answer, so ``send_nowait`` cannot
-    block; a caller that gave up (cancelled) has closed its end, which is fine.
+    A reply has one slot and one answer, so ``send_nowait`` cannot block; a
+    caller that gave up (cancelled) no longer waits, which is fine.
     """
     if reply is None:
         return

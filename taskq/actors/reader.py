@@ -17,6 +17,7 @@ from typing import Any
 import outcome
 import trio
 
+from taskq import threads
 from taskq.config import READER_BATCH_MAX
 from taskq.errors import TaskqError, Unavailable
 from taskq.messages import (
@@ -43,11 +44,10 @@ async def run(
     batch_max: int = READER_BATCH_MAX,
 ) -> None:
     """Answer reads in batches, one thread hop each, until every sender has closed the inbox."""
-    thread = trio.CapacityLimiter(1)
     async for first in inbox:
         batch = [first, *drain(inbox, batch_max - 1)]
         try:
-            results = await trio.to_thread.run_sync(read_batch, store, batch, limiter=thread)
+            results = await threads.run_sync(read_batch, store, batch)
         except BaseException:
             for command in batch:
                 answer(command.reply, outcome.Error(Unavailable("the read failed; try again")))

@@ -23,6 +23,7 @@ from typing import Any, TypeGuard
 import outcome
 import trio
 
+from taskq import threads
 from taskq.actors.batches import apply_batch
 from taskq.config import WRITER_BATCH_MAX, WRITER_LINGER_SECONDS
 from taskq.errors import Unavailable
@@ -66,7 +67,6 @@ async def run(
     ``hub`` (unbounded) gets each committed batch as it is, for the event stream
     and the metrics; the writer does no more work for them than that one send.
     """
-    thread = trio.CapacityLimiter(1)
     parked: ClaimTasks | None = None
     # Workers this writer set inactive: no claim, even one sent before, reaches them.
     stopped: set[int] = set()
@@ -82,9 +82,7 @@ async def run(
             now = clock()
             started = time.perf_counter()
             try:
-                results, events = await trio.to_thread.run_sync(
-                    apply_batch, store, batch, now, limiter=thread
-                )
+                results, events = await threads.run_sync(apply_batch, store, batch, now)
             except BaseException:
                 _refuse(batch, "the writer failed while applying this request; try again")
                 raise
