@@ -71,9 +71,6 @@ SOURCES: Mapping[Action, frozenset[TaskStatus]] = {
 }
 
 
-_Frozen = TypeVar("_Frozen")
-
-
 def allowed(action: Action, status: TaskStatus) -> bool:
     return status in SOURCES[action]
 
@@ -111,6 +108,9 @@ class TaskChanges:
     scheduled_at: datetime | None = None
     max_attempts: int | None = None
     timeout: float | None = None
+
+
+_Frozen = TypeVar("_Frozen")
 
 
 def _filled_by_slot(cls: type[_Frozen]) -> type[_Frozen]:
