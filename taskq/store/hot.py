@@ -3,11 +3,12 @@
 Through SQLAlchemy Core, each execution builds parameters and converts every
 value in Python, row by row; for these statements that cost several times the
 database's own work and made the writer's thread the bottleneck. Here the SQL is
-text written once per dialect and run on the DBAPI cursor (``executemany`` for
-many rows), while values still go through the columns' own SQLAlchemy type
+text written once per dialect and run on the DBAPI cursor, many rows to a
+statement, while values still go through the columns' own SQLAlchemy type
 processors, so what is stored is exactly what the rest of the store reads and
-writes. The SQL is standard and runs on SQLite and PostgreSQL alike; only the
-placeholder style and PostgreSQL's ``FOR UPDATE SKIP LOCKED`` differ.
+writes. The SQL is standard; besides the placeholder style and PostgreSQL's
+``FOR UPDATE SKIP LOCKED``, SQLite writes many rows with one statement where
+PostgreSQL runs an ``executemany`` (``HotStatements.one_step``).
 """
 
 from __future__ import annotations
@@ -273,7 +274,7 @@ def create_many(connection: Connection, news: Sequence[NewTask], now: datetime) 
 def claim(
     connection: Connection, worker_ids: Sequence[int], now: datetime, per_worker: int = 1
 ) -> list[Task]:
-    """Two statements however many workers: read the ready rows, take them in one go.
+    """Read the ready rows, then take them in one go (a few statements on SQLite).
 
     Up to ``per_worker`` tasks each, dealt round by round (most urgent first): a
     worker gets a second task only when every worker of the claim has one.
@@ -315,11 +316,18 @@ def finish_many(
     stamp = hot.value("completed_at", now)
     db = cursor(connection)
     if not hot.one_step:
-        json_to_db = _json_text_to_db(connection.dialect)
         db.executemany(
             hot.finish,
             [
-                (str(status), json_to_db(result_json), error, stamp, stamp, task_id, attempt)
+                (
+                    str(status),
+                    _json_text_for_psycopg(result_json),
+                    error,
+                    stamp,
+                    stamp,
+                    task_id,
+                    attempt,
+                )
                 for task_id, attempt, status, result_json, error in outcomes
             ],
         )
@@ -360,9 +368,7 @@ def _numbered(db: Any, rows: int) -> range:
     return range(last - rows + 1, last + 1)
 
 
-def _json_text_to_db(dialect: Dialect) -> Callable[[str | None], Any]:
-    """SQLite takes JSON text as the text it stores; psycopg takes it wrapped, as the
-    column's own conversion does, with the text standing for its own encoding."""
-    if dialect.name != "postgresql":
-        return _unchanged
-    return lambda text: None if text is None else Json(text, dumps=_unchanged)
+def _json_text_for_psycopg(text: str | None) -> Any:
+    """psycopg takes JSON text wrapped, as the column's own conversion does, with the
+    text standing for its own encoding (SQLite takes the text as it stores it)."""
+    return None if text is None else Json(text, dumps=_unchanged)
