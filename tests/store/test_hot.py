@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from datetime import datetime, timedelta
+from typing import Any
 
 import pytest
 from sqlalchemy import delete
+from sqlalchemy.dialects import sqlite
 
 from taskq.models import NewTask, Priority, TaskStatus
 from taskq.store import Completion, Store, hot
@@ -104,3 +107,64 @@ def test_finish_counts_one_outcome_for_one_task(store: Store) -> None:
         )
         failed = tx.get_task(task.id)
     assert (failed.status, failed.error, failed.result) == (TaskStatus.FAILED, "x", None)
+
+
+JSON_READ = [
+    '{"n": 1}',
+    '{"nested": [1, {"x": null}], "s": "\\u00e9\\ud83d\\ude00"}',
+    "[]",
+    '"text"',
+    "null",
+    "1",
+    "0.30000000000000004",
+    "12345678901234567890123",
+    "1e400",
+    "NaN",
+    "-Infinity",
+    ' {"padded": true} ',
+    "\ufeff{}",
+    "",
+    "{",
+    "[1,]",
+    '{"a": 1}x',
+    5,
+    -3,
+    2**62,
+    0.1,
+    1e308,
+    b'{"bytes": 1}',
+]
+
+
+def _outcome(convert: Callable[[Any], Any], value: Any) -> tuple[str, str]:
+    try:
+        converted = convert(value)
+    except Exception as exc:  # the very failure is compared
+        return type(exc).__name__, str(exc)
+    return type(converted).__name__, repr(converted)
+
+
+@pytest.mark.parametrize("value", JSON_READ)
+def test_a_json_column_reads_as_the_columns_own_conversion_reads_it(value: Any) -> None:
+    dialect = sqlite.dialect()
+    own = tasks.c.payload.type.dialect_impl(dialect).result_processor(dialect, None)
+    assert own is not None
+    assert _outcome(hot.sqlite_json, value) == _outcome(own, value)
+
+
+@pytest.mark.sqlite_only
+def test_claimed_json_values_are_the_stored_ones(store: Store) -> None:
+    """Through the real column: a number's JSON text is stored as a number."""
+    payloads = [{"s": "\u00e9\U0001f600", "big": 2**70, "f": 0.1 + 0.2}, {}, {"n": [None, True]}]
+    with store.transaction() as tx:
+        created = tx.create_many([NewTask("job", payload) for payload in payloads], NOW)
+        claimed = tx.claim([1, 2, 3], NOW)
+        for task, progress in zip(claimed, [0.30000000000000004, 7, {"at": "x"}], strict=True):
+            tx.record_progress(task.id, task.attempt, progress, NOW)
+        tx.requeue_running(None, NOW)
+        again = tx.claim([1, 2, 3], LATER)
+        stored = [tx.get_task(task.id) for task in again]
+
+    assert [task.payload for task in again] == payloads == [task.payload for task in created]
+    assert [task.progress for task in again] == [0.30000000000000004, 7, {"at": "x"}]
+    assert again == stored
