@@ -3,23 +3,25 @@
 Through SQLAlchemy Core, each execution builds parameters and converts every
 value in Python, row by row; for these statements that cost several times the
 database's own work and made the writer's thread the bottleneck. Here the SQL is
-text written once per dialect and run on the DBAPI cursor (``executemany`` for
-many rows), while values still go through the columns' own SQLAlchemy type
+text written once per dialect and run on the DBAPI cursor, many rows to a
+statement, while values still go through the columns' own SQLAlchemy type
 processors, so what is stored is exactly what the rest of the store reads and
-writes. The SQL is standard and runs on SQLite and PostgreSQL alike; only the
-placeholder style and PostgreSQL's ``FOR UPDATE SKIP LOCKED`` differ.
+writes. The SQL is standard; besides the placeholder style and PostgreSQL's
+``FOR UPDATE SKIP LOCKED``, SQLite writes many rows with one statement where
+PostgreSQL runs an ``executemany`` (``HotStatements.one_step``).
 """
 
 from __future__ import annotations
 
 import functools
 import itertools
-from collections.abc import Callable, Sequence
+import json
+from collections.abc import Callable, Iterator, Sequence
 from datetime import datetime
 from typing import Any
 
 from psycopg.types.json import Json
-from sqlalchemy import Float
+from sqlalchemy import JSON, Float
 from sqlalchemy.engine import Connection, Dialect
 from sqlalchemy.types import TypeEngine
 
@@ -39,7 +41,7 @@ _INSERTED += ("max_attempts", "timeout")
 # A stored priority as its enum member, by a dict lookup rather than an enum call.
 PRIORITIES = {int(priority): priority for priority in Priority}
 # SQLite allows 32,766 parameters in a statement; nine a row stays far below that.
-INSERT_ROWS_MAX = 500
+STATEMENT_ROWS_MAX = 512
 
 
 class HotStatements:
@@ -58,8 +60,17 @@ class HotStatements:
             for index, name in enumerate(CLAIMED_COLUMNS)
             if (convert := _result_processor(tasks.c[name].type, dialect)) is not None
         ]
-        self._inserts: dict[int, str] = {}
         mark = self._mark
+        # Multi-row statements by (kind, rows): their text is built once per size.
+        self._sized: dict[tuple[str, int], str] = {}
+        # On SQLite every row an executemany writes and every row a statement returns
+        # is a step of its own, and CPython's sqlite3 lets go of the GIL around each
+        # (and around each column it reads), so while the event loop's thread is busy
+        # each can wait for it. There the claim's take and the outcomes are one
+        # ``UPDATE ... FROM (VALUES ...)`` and an insert's ids are counted back from
+        # the last one instead of returned (``create_many``). psycopg sends an
+        # executemany's rows in one pipeline already.
+        self.one_step = dialect.name == "sqlite"
         # PostgreSQL plans the claim by its statistics of the table, and before it has
         # any (a queue filled since the last ANALYZE: autovacuum's comes within a
         # minute or so) it expects a few pending rows, reads them all through a bitmap
@@ -143,14 +154,42 @@ class HotStatements:
         )
 
     def insert(self, rows: int) -> str:
-        """``INSERT`` of ``rows`` tasks in one statement, answering their ids."""
-        if rows not in self._inserts:
+        """``INSERT`` of ``rows`` tasks in one statement; it answers their ids unless
+        ``one_step``."""
+        if ("insert", rows) not in self._sized:
             one = "(" + ", ".join([self._mark] * len(_INSERTED)) + ", 0, 0)"
-            self._inserts[rows] = (
+            self._sized["insert", rows] = (
                 f"INSERT INTO tasks ({', '.join(_INSERTED)}, attempt, attempts)"
-                f" VALUES {', '.join([one] * rows)} RETURNING id"
+                f" VALUES {', '.join([one] * rows)}" + ("" if self.one_step else " RETURNING id")
             )
-        return self._inserts[rows]
+        return self._sized["insert", rows]
+
+    def take_values(self, rows: int) -> str:
+        """``take`` of ``rows`` tasks in one statement: the (started_at, updated_at)
+        stamp, then (id, worker id) for each task (SQLite's SQL)."""
+        if ("take", rows) not in self._sized:
+            self._sized["take", rows] = (
+                f"UPDATE tasks SET status = '{TaskStatus.RUNNING}', attempt = attempt + 1,"
+                " attempts = attempts + 1, worker_id = v.column2, started_at = ?,"
+                " completed_at = NULL, updated_at = ?"
+                f" FROM (VALUES {', '.join(['(?, ?)'] * rows)}) AS v"
+                " WHERE tasks.id = v.column1"
+            )
+        return self._sized["take", rows]
+
+    def finish_values(self, rows: int) -> str:
+        """``finish`` of ``rows`` outcomes in one statement: the (completed_at,
+        updated_at) stamp, then (id, attempt, status, result, error) for each outcome
+        (SQLite's SQL). A task in two of its rows is written once."""
+        if ("finish", rows) not in self._sized:
+            self._sized["finish", rows] = (
+                "UPDATE tasks SET status = v.column3, result = v.column4, error = v.column5,"
+                " completed_at = ?, updated_at = ?"
+                f" FROM (VALUES {', '.join(['(?, ?, ?, ?, ?)'] * rows)}) AS v"
+                f" WHERE tasks.id = v.column1 AND tasks.{source_status_sql(Action.FINISH)}"
+                " AND tasks.attempt = v.column2"
+            )
+        return self._sized["finish", rows]
 
 
 def _unchanged(value: Any) -> Any:
@@ -162,7 +201,33 @@ def _result_processor(column_type: TypeEngine[Any], dialect: Dialect) -> Process
     floats already (and PostgreSQL's numeric processors want the wire type's code)."""
     if isinstance(column_type, Float):
         return None
+    if isinstance(column_type, JSON) and dialect.name == "sqlite":
+        return sqlite_json
     return column_type.dialect_impl(dialect).result_processor(dialect, None)
+
+
+# ``json.loads``'s own decoder, without the layers that skip whitespace around the value.
+_JSON_DECODER = json.JSONDecoder()
+
+
+def sqlite_json(value: Any) -> Any:
+    """A SQLite JSON column's value as the column's own conversion reads it, cheaper.
+
+    That conversion is ``json.loads`` behind two Python wrappers, with a number
+    given back as it is (JSON text of a number, stored under SQLite's NUMERIC
+    affinity, comes back as one). For text that is one JSON value and nothing
+    more, as ``json.dumps`` writes it, the decoder's ``raw_decode`` alone answers
+    the same value; anything else goes to ``json.loads`` itself.
+    """
+    if isinstance(value, str):
+        try:
+            decoded, end = _JSON_DECODER.raw_decode(value)
+        except ValueError:
+            return json.loads(value)
+        return decoded if end == len(value) else json.loads(value)
+    if isinstance(value, int | float):
+        return value
+    return json.loads(value)
 
 
 @functools.cache
@@ -188,8 +253,8 @@ def create_many(connection: Connection, news: Sequence[NewTask], now: datetime) 
     time_to_db = hot.converter("scheduled_at")
     created: list[Task] = []
     db = cursor(connection)
-    for start in range(0, len(news), INSERT_ROWS_MAX):
-        chunk = news[start : start + INSERT_ROWS_MAX]
+    for rows in _chunks(len(news)):
+        chunk = news[rows]
         params: list[Any] = []
         statuses = []
         for new in chunk:
@@ -207,7 +272,7 @@ def create_many(connection: Connection, news: Sequence[NewTask], now: datetime) 
                 new.timeout,
             )
         db.execute(hot.insert(len(chunk)), params)
-        ids = sorted(row[0] for row in db.fetchall())
+        ids = _numbered(db, len(chunk)) if hot.one_step else sorted(row[0] for row in db.fetchall())
         created += [
             Task(  # by position, as in ``HotStatements.claimed``
                 task_id,
@@ -236,7 +301,7 @@ def create_many(connection: Connection, news: Sequence[NewTask], now: datetime) 
 def claim(
     connection: Connection, worker_ids: Sequence[int], now: datetime, per_worker: int = 1
 ) -> list[Task]:
-    """Two statements however many workers: read the ready rows, take them in one go.
+    """Read the ready rows, then take them in one go (a few statements on SQLite).
 
     Up to ``per_worker`` tasks each, dealt round by round (most urgent first): a
     worker gets a second task only when every worker of the claim has one.
@@ -250,7 +315,14 @@ def claim(
     if not pairs:
         return []
     stamp = hot.value("started_at", now)
-    db.executemany(hot.take, [(worker, stamp, stamp, row[0]) for row, worker in pairs])
+    if hot.one_step:
+        for rows in _chunks(len(pairs)):
+            params = [stamp, stamp]
+            for row, worker in pairs[rows]:
+                params += (row[0], worker)
+            db.execute(hot.take_values(rows.stop - rows.start), params)
+    else:
+        db.executemany(hot.take, [(worker, stamp, stamp, row[0]) for row, worker in pairs])
     return [hot.claimed(row, worker, now) for row, worker in pairs]
 
 
@@ -269,21 +341,61 @@ def finish_many(
     """
     hot = statements_for(connection.dialect)
     stamp = hot.value("completed_at", now)
-    json_to_db = _json_text_to_db(connection.dialect)
     db = cursor(connection)
-    db.executemany(
-        hot.finish,
-        [
-            (str(status), json_to_db(result_json), error, stamp, stamp, task_id, attempt)
-            for task_id, attempt, status, result_json, error in outcomes
-        ],
-    )
-    return int(db.rowcount)
+    if not hot.one_step:
+        db.executemany(
+            hot.finish,
+            [
+                (
+                    str(status),
+                    _json_text_for_psycopg(result_json),
+                    error,
+                    stamp,
+                    stamp,
+                    task_id,
+                    attempt,
+                )
+                for task_id, attempt, status, result_json, error in outcomes
+            ],
+        )
+        return int(db.rowcount)
+    written = 0
+    for rows in _chunks(len(outcomes)):
+        params: list[Any] = [stamp, stamp]
+        for task_id, attempt, status, result_json, error in outcomes[rows]:
+            params += (task_id, attempt, str(status), result_json, error)
+        db.execute(hot.finish_values(rows.stop - rows.start), params)
+        written += db.rowcount
+    return written
 
 
-def _json_text_to_db(dialect: Dialect) -> Callable[[str | None], Any]:
-    """SQLite takes JSON text as the text it stores; psycopg takes it wrapped, as the
-    column's own conversion does, with the text standing for its own encoding."""
-    if dialect.name != "postgresql":
-        return _unchanged
-    return lambda text: None if text is None else Json(text, dumps=_unchanged)
+def _chunks(count: int) -> Iterator[slice]:
+    """``count`` rows as slices of a power of two each, up to ``STATEMENT_ROWS_MAX``.
+
+    Preparing a statement of many rows costs more than running it, and the
+    driver keeps the statements it prepared by their text: with sizes of a power
+    of two there are ten texts per kind, each prepared once.
+    """
+    start = 0
+    while start < count:
+        size = min(STATEMENT_ROWS_MAX, 1 << ((count - start).bit_length() - 1))
+        yield slice(start, start + size)
+        start += size
+
+
+def _numbered(db: Any, rows: int) -> range:
+    """The ids SQLite gave the ``rows`` rows of the multi-row INSERT just run, in order.
+
+    The write lock is held from the transaction's start (``BEGIN IMMEDIATE``),
+    and with AUTOINCREMENT each new row's id is one more than the largest the
+    table has had: one statement's rows take consecutive ids in the order of
+    its VALUES, ending at the last inserted.
+    """
+    last = int(db.lastrowid)
+    return range(last - rows + 1, last + 1)
+
+
+def _json_text_for_psycopg(text: str | None) -> Any:
+    """psycopg takes JSON text wrapped, as the column's own conversion does, with the
+    text standing for its own encoding (SQLite takes the text as it stores it)."""
+    return None if text is None else Json(text, dumps=_unchanged)

@@ -17,7 +17,6 @@ from typing import Any
 from sqlalchemy import (
     Engine,
     Row,
-    Update,
     bindparam,
     delete,
     func,
@@ -42,6 +41,7 @@ from taskq.models import (
 from taskq.store import hot
 from taskq.store.cluster import NodeOps
 from taskq.store.engine import migrate, open_engine
+from taskq.store.executions import ExecutionOps
 from taskq.store.schema import is_source, listed_status, tasks
 from taskq.store.workers import WorkerOps
 
@@ -61,16 +61,6 @@ _LIST_TASKS = (
     select(tasks).order_by(tasks.c.id).offset(bindparam("b_skip")).limit(bindparam("b_limit"))
 )
 _LIST_TASKS_BY_STATUS = _LIST_TASKS.where(listed_status(bindparam("b_status")))
-
-
-@dataclass(frozen=True, slots=True)
-class Completion:
-    """A handler's successful outcome, as ``Tx.complete_many`` records it."""
-
-    task_id: int
-    attempt: int
-    # JSON text, written as it is (``hot.finish_many``); None: no result.
-    result_json: str | None
 
 
 @dataclass(frozen=True, slots=True)
@@ -160,7 +150,7 @@ class Store:
         self.engine.dispose()
 
 
-class Tx(NodeOps, WorkerOps):
+class Tx(ExecutionOps, NodeOps, WorkerOps):
     """The operations of one transaction; ``now`` is passed in so a batch shares one clock.
 
     ``node`` is the process the transaction speaks for: the workers it creates,
@@ -290,92 +280,6 @@ class Tx(NodeOps, WorkerOps):
             started_at=None,
             completed_at=None,
             updated_at=now,
-        )
-
-    def claim(self, worker_ids: Sequence[int], now: datetime, per_worker: int = 1) -> list[Task]:
-        """Hand the most urgent pending tasks to ``worker_ids``, up to ``per_worker`` each.
-
-        Two statements however many workers (``hot.claim``). The attempt counter
-        goes up with every claim; it is the fencing token that ``finish`` checks,
-        so the result of an execution that was taken away (paused, deleted,
-        re-queued) can never land.
-        """
-        return hot.claim(self.connection, worker_ids, now, per_worker) if worker_ids else []
-
-    def finish(
-        self,
-        task_id: int,
-        attempt: int,
-        *,
-        succeeded: bool,
-        result_json: str | None,
-        error: str | None,
-        now: datetime,
-    ) -> bool:
-        """Record a handler's outcome (its result as JSON text); False when the
-        execution was fenced off."""
-        status = TaskStatus.COMPLETED if succeeded else TaskStatus.FAILED
-        outcome = (task_id, attempt, status, result_json, error)
-        return hot.finish_many(self.connection, [outcome], now) == 1
-
-    def complete_many(self, completions: Sequence[Completion], now: datetime) -> list[bool]:
-        """Record many successful outcomes with one executemany, each fenced like ``finish``.
-
-        Answers which were written. An executemany only counts rows in all, so in
-        the rare batch where some were fenced off, the rows this batch completed
-        (fenced by attempt and stamped ``now``) are read back to tell which.
-        """
-        written = hot.finish_many(
-            self.connection,
-            [
-                (done.task_id, done.attempt, TaskStatus.COMPLETED, done.result_json, None)
-                for done in completions
-            ],
-            now,
-        )
-        if written == len(completions):
-            return [True] * written
-        rows = self.connection.execute(
-            select(tasks.c.id, tasks.c.attempt).where(
-                tasks.c.id.in_([done.task_id for done in completions]),
-                tasks.c.status == TaskStatus.COMPLETED,
-                tasks.c.completed_at == now,
-            )
-        )
-        completed = {(task_id, attempt) for task_id, attempt in rows}
-        return [(done.task_id, done.attempt) in completed for done in completions]
-
-    def schedule_retry(
-        self, task_id: int, attempt: int, *, error: str, at: datetime, now: datetime
-    ) -> bool:
-        """A failed execution with attempts left: wait until ``at``, keeping the error.
-
-        Fenced like ``finish``; False when the execution was taken away meanwhile.
-        """
-        written = self.connection.execute(
-            self._running_attempt(task_id, attempt).values(
-                status=TaskStatus.SCHEDULED,
-                scheduled_at=at,
-                worker_id=None,
-                error=error,
-                progress=None,
-                updated_at=now,
-            )
-        )
-        return written.rowcount == 1
-
-    def record_progress(self, task_id: int, attempt: int, progress: Any, now: datetime) -> bool:
-        """Fenced like ``finish``: a stale execution's progress is dropped."""
-        written = self.connection.execute(
-            self._running_attempt(task_id, attempt).values(progress=progress, updated_at=now)
-        )
-        return written.rowcount == 1
-
-    def _running_attempt(self, task_id: int, attempt: int) -> Update:
-        return update(tasks).where(
-            tasks.c.id == task_id,
-            is_source(Action.FINISH),
-            tasks.c.attempt == attempt,
         )
 
     def promote_due(self, now: datetime) -> tuple[int, datetime | None]:

@@ -182,3 +182,15 @@ def test_a_page_of_pending_tasks_reads_ix_tasks_status_id_without_a_sort(
     plan = only_plan(plans, "SELECT")
     assert "INDEX ix_tasks_status_id (status=?)" in plan, plan
     assert "TEMP B-TREE" not in plan, plan
+
+
+def test_taking_and_finishing_many_look_each_task_up_by_its_id(queue: Store) -> None:
+    with queue.engine.connect() as connection:
+        statements = hot.statements_for(connection.dialect)
+    take = explain(queue, statements.take_values(2), ("t", "t", 1, 7, 2, 8))
+    finish = explain(
+        queue, statements.finish_values(2), ("t", "t", 1, 1, "completed", None, None) + (2,) * 5
+    )
+    for plan in (take, finish):
+        assert "SEARCH tasks USING INTEGER PRIMARY KEY (rowid=?)" in plan, plan
+        assert "SCAN tasks" not in plan, plan

@@ -144,7 +144,7 @@ def test_a_bad_no_migrate_value_in_the_environment_exits_2_with_a_message(
 def test_migrate_creates_the_schema_and_exits(db_url: str, tmp_path: Path) -> None:
     done = run_taskq("migrate", "--db", db_url)
     assert done.returncode == 0, done.stderr
-    assert done.stdout.strip() == f"database {db_url} is at revision 0005"
+    assert done.stdout.strip() == f"database {db_url} is at revision 0006"
     assert (tmp_path / "taskq.db").exists()
 
 
