@@ -1,4 +1,4 @@
-"""The Dispatcher: matches idle workers with ready tasks.
+"""The Dispatcher: matches workers asking for tasks with ready tasks.
 
 It keeps the directory of worker inboxes and the set of workers asking for
 tasks: idle ones, and busy ones whose backlog is half gone (``taskq.actors.worker``).
@@ -93,7 +93,7 @@ class _State:
         self.claiming: frozenset[int] | None = None
         # The workers of the claim ahead, while one is out.
         self.ahead: frozenset[int] | None = None
-        # The last claim ahead found nothing, and no claim has found tasks since.
+        # The last claim found fewer tasks than it could take: the queue is empty.
         self.empty = False
         # After the database failed a claim: no claim goes out until the backoff ends.
         self.resting = False
