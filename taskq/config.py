@@ -46,20 +46,17 @@ NODE_NAME_MAX_LENGTH = 255
 # batches amortise the fsync further but delay the first reply of the batch.
 WRITER_BATCH_MAX = 512
 # A batch of outcomes nobody waits for is held up to this long for the claim that
-# usually follows, so a round of work is one commit. Workers ask for more when
-# half of a claim's CLAIM_AHEAD_SECONDS of work is left, so that claim comes
-# within about half that long; a command someone awaits (the claim, a submit)
-# ends the wait at once.
-WRITER_LINGER_SECONDS = 0.01
-# On a deep queue a claim hands each worker several tasks, so one commit feeds
-# several rounds of short tasks: as many as recent tasks (start to outcome, as
-# workers saw them) say fit in CLAIM_AHEAD_SECONDS, and never more than the
-# maximum. A worker asks again when half are left, so the next claim commits
-# while it runs the other half; a task so waits in a worker's hand about
-# 1.5 times that long at most (its ``started_at`` is that early at most).
-# Longer tasks go one per worker.
-CLAIM_AHEAD_SECONDS = 0.01
-CLAIM_TASKS_PER_WORKER_MAX = 16
+# usually follows, so a round of work is one commit. A claim hands out about
+# CLAIM_AHEAD_SECONDS of work, so its outcomes come within about that long; a
+# command someone awaits (the claim, a submit) ends the wait at once.
+WRITER_LINGER_SECONDS = 0.005
+# On a deep queue a claim hands each idle worker several tasks, so one commit
+# feeds several rounds of short tasks: as many as recent tasks (start to
+# outcome, as workers saw them) say fit in CLAIM_AHEAD_SECONDS, so a task waits
+# in a worker's hand about that long at most (its ``started_at`` is that early
+# at most), and never more than the maximum. Longer tasks go one per worker.
+CLAIM_AHEAD_SECONDS = 0.005
+CLAIM_TASKS_PER_WORKER_MAX = 8
 # Commands waiting for the writer; a full inbox makes the actors wait (backpressure).
 WRITER_INBOX_SIZE = 4096
 # Commands of HTTP requests the writer's inbox may hold; a request finding more

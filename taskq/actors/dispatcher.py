@@ -1,36 +1,25 @@
 """The Dispatcher: matches idle workers with ready tasks.
 
-It keeps the directory of worker inboxes and the set of workers asking for
-tasks: idle ones, and busy ones whose backlog is half gone (``taskq.actors.worker``).
-For them it keeps a claim at the writer (a single transaction hands out, most
-urgent first, one task each and, on a deep queue of short tasks, several each:
-as many as recent durations say fit in ``CLAIM_AHEAD_SECONDS``) and delivers
-what comes back, one ``RunTasks`` per worker. That claim waits: when nothing is
-ready the writer parks it and runs it again inside every later batch, so a
-task created for an idle system is claimed in the same commit that stored it,
-with no wake-up event and no second round trip.
-
-Workers asking while that claim is out get a second claim, one that never
-waits (answered at once, even with nothing): it rides in the writer's next
-batch, so under load one claim commits while the workers run what the one
-before handed them, and the writer and the workers overlap instead of taking
-turns. A claim that finds fewer tasks than it could take has emptied the
-queue: no claim goes ahead again until one finds all it wanted, so an idle
-system keeps the single waiting claim. A claim ahead that finds nothing has
-the waiting claim withdrawn and made again for every worker asking, so the
-next ready task can go to any.
-
-Each claim's own child task does the waiting; the actor meanwhile keeps
-routing. When a worker of the waiting claim may no longer take tasks
-(inactive, gone, shutdown), the claim is withdrawn and made again for those
-who still may; the writer itself leaves out of any claim the workers it has
-set inactive, so no claim already on its way can reach them.
+It keeps the directory of worker inboxes and the set of idle workers. While
+there are idle workers it keeps ONE claim for all of them at the writer (a
+single transaction hands out, most urgent first, one task each and, on a deep
+queue of short tasks, several each: as many as recent durations say fit in
+``CLAIM_AHEAD_SECONDS``) and delivers what comes back, one ``RunTasks`` per
+worker. The claim waits: when
+nothing is ready the writer parks it and runs it again inside every later
+batch, so a task created for an idle system is claimed in the same commit
+that stored it, with no wake-up event and no second round trip. A claim's own
+child task does the waiting; the actor meanwhile keeps routing. When a worker
+of the waiting claim may no longer take tasks (inactive, gone, shutdown), the
+claim is withdrawn and made again for those who still may; the writer itself
+leaves out of any claim the workers it has set inactive, so no claim already
+on its way can reach them.
 
 It also routes to workers what concerns them: revocations (pause, delete) and
 status changes. A suspended execution (paused at a checkpoint) has no worker;
 when its task is deleted or rewritten, ``void_suspension`` ends it. A worker's
-request for tasks counts only while the dispatcher believes it active, so a
-late request never hands a task to a worker that was just set inactive.
+idle announcement counts only while the dispatcher believes it active, so a
+late announcement never hands a task to a worker that was just set inactive.
 After a dispatcher restart the supervisor re-registers every worker and asks
 each to announce itself again.
 """
@@ -84,20 +73,13 @@ class _State:
         # Recent tasks' seconds each, as workers report them; None: not known yet.
         self.task_seconds: float | None = None
         self.workers: dict[int, trio.MemorySendChannel[WorkerMessage]] = {}
-        # The workers asking for tasks; insertion-ordered: the one asking longest is
-        # served first.
+        # Insertion-ordered set: the worker idle longest is served first.
         self.idle: dict[int, None] = {}
         self.inactive: set[int] = set()
         self.stopped = False
-        # The workers of the waiting claim, while one is out.
-        self.claiming: frozenset[int] | None = None
-        # The workers of the claim ahead, while one is out.
-        self.ahead: frozenset[int] | None = None
-        # The last claim ahead found nothing, and no claim has found tasks since.
-        self.empty = False
-        # After the database failed a claim: no claim goes out until the backoff ends.
-        self.resting = False
-        self.backoff = RETRY_FIRST_SECONDS
+        self.claimer = False
+        # The workers of the claim at the writer, while one is out.
+        self.claiming: frozenset[int] = frozenset()
         self.withdraw = False
 
 
@@ -120,8 +102,12 @@ async def run(
             # that went idle meanwhile, in the same commit as their outcomes.
             for waiting in _already_waiting(inbox):
                 _handle(state, waiting, void_suspension)
-            await _withdraw_if_asked(state, writer)
-            _start_claims(state, nursery, writer)
+            if state.withdraw:
+                state.withdraw = False
+                await writer.send(WithdrawClaim())
+            if state.idle and not state.claimer and not state.stopped:
+                state.claimer = True
+                nursery.start_soon(_claim_while_idle, state, writer)
         nursery.cancel_scope.cancel()
 
 
@@ -152,7 +138,7 @@ def _handle(
             void_suspension(task_id)
         case TasksReady(from_other_node=True):
             # The parked claim cannot see another node's commit: withdrawn, it is made again.
-            state.withdraw = state.claiming is not None
+            state.withdraw = bool(state.claiming)
         case WorkerStatusChanged(worker_id=worker_id, status=status):
             if status == WorkerStatus.ACTIVE:
                 state.inactive.discard(worker_id)
@@ -162,7 +148,7 @@ def _handle(
             _tell(state, worker_id, SetActive(status == WorkerStatus.ACTIVE))
         case StopDispatching(reply=reply):
             state.stopped = True
-            state.withdraw = state.claiming is not None
+            state.withdraw = bool(state.claiming)
             answer(reply, outcome.Value(None))
 
 
@@ -180,86 +166,36 @@ def _per_worker(state: _State) -> int:
 
 def _not_idle(state: _State, worker_id: int) -> None:
     state.idle.pop(worker_id, None)
-    if state.claiming is not None and worker_id in state.claiming:
+    if worker_id in state.claiming:
         state.withdraw = True
 
 
-async def _withdraw_if_asked(state: _State, writer: trio.MemorySendChannel[WriterCommand]) -> None:
-    if state.withdraw:
-        state.withdraw = False
-        await writer.send(WithdrawClaim())
-
-
-def _start_claims(
-    state: _State, nursery: trio.Nursery, writer: trio.MemorySendChannel[WriterCommand]
-) -> None:
-    """The waiting claim for the workers asking, if none is out; else one ahead for those
-    who asked since, unless the queue was found empty or one is out already."""
-    if state.stopped or state.resting:
-        return
-    claimed = (state.claiming or frozenset()) | (state.ahead or frozenset())
-    asking = tuple(worker_id for worker_id in state.idle if worker_id not in claimed)
-    if not asking:
-        return
-    if state.claiming is None:
-        state.claiming = frozenset(asking)
-        nursery.start_soon(_claim, state, nursery, writer, asking, True)
-    elif state.ahead is None and not state.empty:
-        state.ahead = frozenset(asking)
-        nursery.start_soon(_claim, state, nursery, writer, asking, False)
-
-
-async def _claim(
-    state: _State,
-    nursery: trio.Nursery,
-    writer: trio.MemorySendChannel[WriterCommand],
-    worker_ids: tuple[int, ...],
-    wait: bool,
-) -> None:
-    """Claim for ``worker_ids``, deliver, and start the claims now due."""
-    per_worker = _per_worker(state)
-    claim = functools.partial(ClaimTasks, worker_ids, wait=wait, per_worker=per_worker)
-    claimed: list[Task] | None
+async def _claim_while_idle(state: _State, writer: trio.MemorySendChannel[WriterCommand]) -> None:
+    """Claim for the idle workers, deliver, and again for those left, while there are any."""
+    backoff = RETRY_FIRST_SECONDS
     try:
-        claimed = await request(writer, claim)
-    except Unavailable as exc:
-        log.warning("claim failed (%s); trying again in %.2f s", exc, state.backoff)
-        claimed = None
+        while state.idle and not state.stopped:
+            worker_ids = tuple(state.idle)
+            state.claiming = frozenset(worker_ids)
+            try:
+                claim = functools.partial(
+                    ClaimTasks, worker_ids, wait=True, per_worker=_per_worker(state)
+                )
+                claimed: list[Task] = await request(writer, claim)
+            except Unavailable as exc:
+                # The database is away: keep trying, while the actor goes on routing.
+                log.warning("claim failed (%s); trying again in %.2f s", exc, backoff)
+                await trio.sleep(backoff)
+                backoff = min(backoff * 2, RETRY_MAX_SECONDS)
+                continue
+            finally:
+                state.claiming = frozenset()
+            backoff = RETRY_FIRST_SECONDS
+            for worker_id, tasks in _by_worker(claimed).items():
+                state.idle.pop(worker_id, None)
+                _tell(state, worker_id, RunTasks(tuple(tasks)))
     finally:
-        if wait:
-            state.claiming = None
-        else:
-            state.ahead = None
-    if claimed is None:
-        await _rest(state)
-    else:
-        state.backoff = RETRY_FIRST_SECONDS
-        _note_found(state, len(claimed), len(worker_ids) * per_worker, wait=wait)
-        for worker_id, tasks in _by_worker(claimed).items():
-            state.idle.pop(worker_id, None)
-            _tell(state, worker_id, RunTasks(tuple(tasks)))
-        await _withdraw_if_asked(state, writer)
-    _start_claims(state, nursery, writer)
-
-
-async def _rest(state: _State) -> None:
-    """The database is away: no claim until the backoff ends, while the actor goes on
-    routing."""
-    state.resting = True
-    try:
-        await trio.sleep(state.backoff)
-    finally:
-        state.resting = False
-    state.backoff = min(state.backoff * 2, RETRY_MAX_SECONDS)
-
-
-def _note_found(state: _State, found: int, wanted: int, *, wait: bool) -> None:
-    """A claim that found fewer tasks than it could take has emptied the queue: no claim
-    goes ahead until one finds all it wanted. A claim ahead that found nothing also has
-    the waiting claim made again for every worker asking."""
-    state.empty = found < wanted
-    if not found and not wait:
-        state.withdraw = state.claiming is not None
+        state.claimer = False
 
 
 def _by_worker(claimed: list[Task]) -> dict[int, list[Task]]:

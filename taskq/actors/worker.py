@@ -1,20 +1,12 @@
 """A Worker: runs the tasks the dispatcher hands it, one at a time.
 
-The tasks it is handed wait in ``backlog``, most urgent first: on a deep queue
-of short tasks a claim gives each worker several (``ClaimTasks.per_worker``,
-sized from the durations workers report), in one ``RunTasks``, so one commit
-serves many rounds of work. One Trio task of the worker's, started with it,
-runs the backlog and waits when it is empty; it yields once between two tasks,
-so that a stop or a drain waiting in the inbox goes first and a round of the
-scheduler stays one task per worker.
-
-A worker asks for more tasks (``WorkerIdle``) when it is idle, and also, once
-it was handed several, when half of them are left: the next claim then
-commits while it runs the other half, instead of while it waits. Tasks handed
-later that are more urgent than some of the backlog go before those, so an
-urgent task waits for the task being run, not for the whole backlog. A worker
-handed one task at a time (long tasks) asks only when idle: it never holds a
-second task that another worker could start.
+The tasks it is handed wait in ``backlog``: on a deep queue of short tasks a
+claim gives each worker several (``ClaimTasks.per_worker``, sized from the
+durations workers report when idle), in one ``RunTasks``, so one commit serves
+many rounds of work. One Trio task of the worker's, started with it, runs the
+backlog and waits when it is empty; it yields once between two tasks, so that
+a stop or a drain waiting in the inbox goes first and a round of the scheduler
+stays one task per worker.
 
 It runs one task at a time (``taskq.execution``). A handler that takes no
 context runs right in that Trio task, inside a cancel scope that lasts until a
@@ -27,9 +19,9 @@ shutdown's grace period stops the task; a pause of a handler that checkpoints
 only suspends it, and the worker moves on. A pause or delete of a task still
 in the backlog drops it from there.
 
-A worker asks once (``announced``) until it is handed tasks; it asks again
-without being handed any only when the dispatcher has forgotten it: after
-being set inactive, or when a restarted dispatcher asks (``AnnounceIdle``). A worker set inactive
+A worker announces itself idle once per idle spell (``announced``); it says so
+again only when the dispatcher has forgotten it: after being set inactive, or
+when a restarted dispatcher asks (``AnnounceIdle``). A worker set inactive
 still runs what it was already handed: those tasks are ``running`` on disk.
 """
 
@@ -72,8 +64,7 @@ log = logging.getLogger(__name__)
 
 @dataclass
 class _Spell:
-    """A stretch of work since the worker last went busy or asked for tasks: when it
-    began and how many tasks it ran."""
+    """One busy spell: when it began and how many tasks it ran."""
 
     began: float
     ran: int = 0
@@ -89,16 +80,13 @@ class _State:
     # The scope that stops the current task's handler, while one runs in the worker.
     stoppable: trio.CancelScope | None = None
     backlog: deque[Task] = field(default_factory=deque)
-    # How many tasks the last ``RunTasks`` handed: the worker asks for more at half that.
-    handed_count: int = 0
     drain: Reply | None = None
-    # Asked for tasks since last handed some.
     announced: bool = False
     # Set when tasks are handed; what the worker's task running them waits for.
     handed: trio.Event = field(default_factory=trio.Event)
-    # The stretch of work under way, if any.
+    # The busy spell under way, if any.
     spell: _Spell | None = None
-    # Seconds per task of the last stretch of work, told to the dispatcher when asking.
+    # Seconds per task of the last busy spell, told to the dispatcher when idle.
     task_seconds: float | None = None
 
     @property
@@ -134,7 +122,7 @@ async def run(
     async with trio.open_nursery() as nursery:
         nursery.start_soon(_heartbeat, worker_id, state, links, heartbeat_interval)
         nursery.start_soon(_run_tasks, worker_id, state, links, handlers)
-        _ask_if_short(worker_id, state, links)
+        _announce_if_idle(worker_id, state, links)
         async for message in links.inbox:
             _handle(worker_id, state, message, links)
         nursery.cancel_scope.cancel()
@@ -144,40 +132,23 @@ def _handle(worker_id: int, state: _State, message: WorkerMessage, links: Links)
     match message:
         case RunTasks(tasks=tasks):
             state.announced = False
-            state.handed_count = len(tasks)
-            _add_to_backlog(state.backlog, tasks)
+            state.backlog.extend(tasks)
             if state.drain is None:
                 state.handed.set()
-            _ask_if_short(worker_id, state, links)
         case StopTask(task_id=task_id, suspend=suspend):
             _stop(state, task_id, suspend=suspend)
         case SetActive(active=active):
             state.active = active and state.drain is None
             state.announced = state.announced and state.active
-            _ask_if_short(worker_id, state, links)
+            _announce_if_idle(worker_id, state, links)
         case AnnounceIdle():
             state.announced = False
-            _ask_if_short(worker_id, state, links)
+            _announce_if_idle(worker_id, state, links)
         case Drain(reply=reply):
             state.drain = reply
             state.active = False
             state.backlog.clear()
     _answer_drain(state)
-
-
-def _add_to_backlog(backlog: deque[Task], tasks: tuple[Task, ...]) -> None:
-    """Behind the tasks as urgent or more, before the less urgent ones: each claim
-    deals most urgent first, so the backlog stays in that order."""
-    if not backlog or not tasks or backlog[-1].priority >= tasks[0].priority:
-        backlog.extend(tasks)
-        return
-    merged = sorted([*backlog, *tasks], key=_urgency)
-    backlog.clear()
-    backlog.extend(merged)
-
-
-def _urgency(task: Task) -> int:
-    return -task.priority
 
 
 def _stop(state: _State, task_id: int, *, suspend: bool) -> None:
@@ -217,11 +188,8 @@ async def _run_until_stopped(
         if spell is None or not _has_work(state):
             _end_spell(worker_id, state, links)
             spell = state.spell = await _next_spell(state)
-        task = state.current = state.backlog.popleft()
-        if _wants_tasks(state):
-            _time_spell(state)
-            _ask(worker_id, state, links)
         spell.ran += 1
+        task = state.current = state.backlog.popleft()
         try:
             ended = await _ending(worker_id, state, links, handlers, task, stopper)
             if isinstance(ended, Outcome):
@@ -276,19 +244,11 @@ def _has_work(state: _State) -> bool:
 
 
 def _end_spell(worker_id: int, state: _State, links: Links) -> None:
-    _time_spell(state)
-    state.spell = None
-    _answer_drain(state)
-    _ask_if_short(worker_id, state, links)
-
-
-def _time_spell(state: _State) -> None:
-    """Between two tasks: ``task_seconds`` from the stretch so far, and a new stretch."""
-    spell = state.spell
+    spell, state.spell = state.spell, None
     if spell is not None and spell.ran:
-        now = trio.current_time()
-        state.task_seconds = (now - spell.began) / spell.ran
-        spell.began, spell.ran = now, 0
+        state.task_seconds = (trio.current_time() - spell.began) / spell.ran
+    _answer_drain(state)
+    _announce_if_idle(worker_id, state, links)
 
 
 async def _next_spell(state: _State) -> _Spell:
@@ -304,21 +264,10 @@ def _answer_drain(state: _State) -> None:
         state.drain = None
 
 
-def _ask_if_short(worker_id: int, state: _State, links: Links) -> None:
-    if _wants_tasks(state):
-        _ask(worker_id, state, links)
-
-
-def _wants_tasks(state: _State) -> bool:
-    """Idle, or half of several tasks handed left: the next claim commits meanwhile."""
-    if not state.active or state.announced:
-        return False
-    return state.idle or len(state.backlog) < state.handed_count // 2
-
-
-def _ask(worker_id: int, state: _State, links: Links) -> None:
-    links.dispatcher.send_nowait(WorkerIdle(worker_id, state.task_seconds))
-    state.announced = True
+def _announce_if_idle(worker_id: int, state: _State, links: Links) -> None:
+    if state.active and state.idle and not state.announced:
+        links.dispatcher.send_nowait(WorkerIdle(worker_id, state.task_seconds))
+        state.announced = True
 
 
 async def _heartbeat(worker_id: int, state: _State, links: Links, interval: float) -> None:

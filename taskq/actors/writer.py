@@ -179,11 +179,11 @@ async def _linger(
     """A batch nobody waits for (workers' outcomes) waits a moment for company.
 
     The outcomes of a round of tasks arrive a few at a time (each worker's
-    next one a scheduling round later), then the claim the workers ask for
-    when half of their tasks are left. Waiting until a command someone awaits
-    arrives (that claim, a submit), or at most ``seconds``, puts the round in
-    one commit instead of one for its first outcomes and another for the rest
-    with the claim; the awaited command itself is never held up.
+    next one a scheduling round later), then the claim for the same workers.
+    Waiting until a command someone awaits arrives (that claim, a submit), or
+    at most ``seconds``, puts the round in one commit instead of one for its
+    first outcomes and another for the rest with the claim; the awaited
+    command itself is never held up.
     """
     company: list[WriterCommand] = []
     with trio.move_on_after(seconds):

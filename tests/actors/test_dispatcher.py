@@ -103,83 +103,16 @@ async def test_claims_once_for_all_idle_workers_and_the_claim_waits(harness: Har
     await harness.no_claim()
 
 
-async def test_workers_asking_while_the_waiting_claim_is_out_get_one_claim_ahead(
-    harness: Harness,
-) -> None:
-    harness.join(1, 2, 3)
-    harness.idle(1)
-    await receive(harness.writer)
-
-    harness.idle(2)
-    ahead = await receive(harness.writer)
-    harness.idle(3)
-
-    assert isinstance(ahead, ClaimTasks)
-    assert (ahead.worker_ids, ahead.wait) == ((2,), False)
-    await harness.no_claim()
-    answer(ahead.reply, outcome.Value([running_task(5, 2)]))
-    assert await harness.received(2) == [RunTasks((running_task(5, 2),))]
-    command = await receive(harness.writer)
-    assert isinstance(command, ClaimTasks)
-    assert (command.worker_ids, command.wait) == ((3,), False)
-
-
-async def test_a_claim_ahead_finding_nothing_has_the_waiting_claim_made_again_for_all(
-    harness: Harness,
-) -> None:
+async def test_one_claim_is_out_at_a_time(harness: Harness) -> None:
     harness.join(1, 2)
     harness.idle(1)
-    waiting = await receive(harness.writer)
-    harness.idle(2)
-    ahead = await receive(harness.writer)
-
-    answer(ahead.reply, outcome.Value([]))
-
-    assert isinstance(await receive(harness.writer), WithdrawClaim)
-    answer(waiting.reply, outcome.Value([]))
     command = await receive(harness.writer)
-    assert isinstance(command, ClaimTasks)
-    assert (command.worker_ids, command.wait) == ((1, 2), True)
-
-
-async def test_a_claim_finding_fewer_tasks_than_it_could_take_sends_none_ahead(
-    harness: Harness,
-) -> None:
-    harness.join(1, 2)
-    harness.idle(1, 2)
-    assert await harness.claim([running_task(5, 1)]) == (1, 2)
-    waiting = await receive(harness.writer)
-    assert isinstance(waiting, ClaimTasks)
-    assert (waiting.worker_ids, waiting.wait) == ((2,), True)
-
-    harness.idle(1)
-
+    harness.idle(2)
     await harness.no_claim()
 
+    answer(command.reply, outcome.Value([running_task(5, 1)]))
 
-async def test_no_claim_goes_ahead_of_an_empty_queue_until_a_claim_finds_all_it_wanted(
-    harness: Harness,
-) -> None:
-    harness.join(1, 2, 3)
-    harness.idle(1)
-    waiting = await receive(harness.writer)
-    harness.idle(2)
-    answer((await receive(harness.writer)).reply, outcome.Value([]))
-    assert isinstance(await receive(harness.writer), WithdrawClaim)
-    answer(waiting.reply, outcome.Value([]))
-    waiting = await receive(harness.writer)
-
-    harness.idle(3)
-    await harness.no_claim()
-    answer(waiting.reply, outcome.Value([running_task(5, 1), running_task(6, 2)]))
-
-    command = await receive(harness.writer)
-    assert isinstance(command, ClaimTasks)
-    assert (command.worker_ids, command.wait) == ((3,), True)
-    harness.idle(1)
-    ahead = await receive(harness.writer)
-    assert isinstance(ahead, ClaimTasks)
-    assert (ahead.worker_ids, ahead.wait) == ((1,), False)
+    assert await harness.claim([]) == (2,)
 
 
 async def test_delivers_each_claimed_task_to_its_worker(harness: Harness) -> None:
@@ -308,8 +241,9 @@ async def test_a_full_claim_keeps_claiming_for_the_next_idle_worker(harness: Har
 async def test_claimed_workers_are_no_longer_idle(harness: Harness) -> None:
     harness.join(1, 2)
     await make_claims_short(harness, 1)
-    await harness.claim([running_task(5, 1)])
     harness.idle(2)
+    harness.inbox.send_nowait(TasksReady())
+    await harness.claim([running_task(5, 1)])
 
     harness.inbox.send_nowait(TasksReady())
 

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import math
 from collections.abc import Mapping
@@ -38,7 +37,7 @@ from taskq.messages import (
     answer,
     request,
 )
-from taskq.models import NewTask, Priority, Task, TaskStatus, Worker, WorkerStatus
+from taskq.models import NewTask, TaskStatus, Worker, WorkerStatus
 from taskq.registry import Registry, TaskContext
 from taskq.runtimes import Runtimes
 from taskq.store import Store
@@ -346,76 +345,18 @@ async def test_runs_what_it_is_handed_spell_after_spell_and_after_a_stop(
     await started.no_finish()
 
 
-async def test_asking_for_tasks_tells_how_long_each_task_took_since_the_last_ask(
+async def test_idle_announcements_tell_how_long_the_spell_took_per_task(
     started: Harness, autojump_clock: trio.testing.MockClock
 ) -> None:
-    gates = [(task_id, "gate", {"n": task_id}) for task_id in (7, 8)]
-    started.run_all((5, "gate", {"n": 5}), (6, "plain", {"n": 6}), *gates)
+    started.run_all((5, "gate", {"n": 5}), (6, "plain", {"n": 6}))
     await started.entered(5)
     await trio.sleep(3)
 
     started.inbox.send_nowait(StopTask(5))
-    await started.entered(5, 7)
 
-    (asking,) = await started.announcements()
-    assert isinstance(asking, WorkerIdle)
-    assert asking.task_seconds == pytest.approx(1.5)
-    await trio.sleep(2)
-    started.inbox.send_nowait(StopTask(7))
-    await started.entered(5, 7, 8)
-    started.inbox.send_nowait(StopTask(8))
-    assert await started.announcements() == []
-    started.inbox.send_nowait(AnnounceIdle())
-    (asking,) = await started.announcements()
-    assert isinstance(asking, WorkerIdle)
-    assert asking.task_seconds == pytest.approx(1.0)
-
-
-async def test_a_worker_handed_several_asks_for_more_once_when_half_are_left(
-    started: Harness,
-) -> None:
-    started.run_all(*((task_id, "gate", {"n": task_id}) for task_id in (5, 6, 7, 8)))
-    await started.entered(5)
-    started.inbox.send_nowait(StopTask(5))
-    await started.entered(5, 6)
-    assert await started.announcements() == []
-
-    started.inbox.send_nowait(StopTask(6))
-    await started.entered(5, 6, 7)
-
-    assert await started.announcements() == [WorkerIdle(WORKER)]
-    started.inbox.send_nowait(StopTask(7))
-    await started.entered(5, 6, 7, 8)
-    started.inbox.send_nowait(StopTask(8))
-    assert await started.announcements() == []
-
-
-async def test_a_worker_handed_one_task_asks_only_once_idle(started: Harness) -> None:
-    started.run(5, "hold")
-    await wait(started.handlers.started)
-    assert await started.announcements() == []
-
-    started.handlers.release.set()
-
-    assert (await receive(started.finished)).task_id == 5
-    assert await started.announcements() == [WorkerIdle(WORKER)]
-
-
-async def test_more_urgent_tasks_handed_later_run_before_the_backlog(started: Harness) -> None:
-    def handed(task_id: int, name: str, priority: Priority) -> Task:
-        task = running_task(task_id, WORKER, name=name, payload={"n": task_id})
-        return dataclasses.replace(task, priority=priority)
-
-    low, critical = Priority.LOW, Priority.CRITICAL
-    started.inbox.send_nowait(
-        RunTasks((handed(5, "gate", low), handed(6, "plain", low), handed(7, "plain", low)))
-    )
-    await started.entered(5)
-
-    started.inbox.send_nowait(RunTasks((handed(8, "plain", critical), handed(9, "plain", low))))
-    started.inbox.send_nowait(StopTask(5))
-
-    assert [(await receive(started.finished)).task_id for _ in range(4)] == [8, 6, 7, 9]
+    (idle,) = await started.announcements()
+    assert isinstance(idle, WorkerIdle)
+    assert idle.task_seconds == pytest.approx(1.5)
 
 
 async def test_stop_task_drops_a_waiting_task(started: Harness) -> None:
