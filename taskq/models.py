@@ -2,8 +2,8 @@
 
 Statuses, priorities and the records the store hands out live here so that no
 layer invents its own spelling of them. ``SOURCES`` is the single table of
-which statuses each action may start from; the store turns it into ``WHERE
-status IN (...)`` conditions, so the rule and the SQL cannot drift apart.
+which statuses each action may start from; the store turns it into its ``WHERE
+status ...`` conditions, so the rule and the SQL cannot drift apart.
 """
 
 from __future__ import annotations
