@@ -301,12 +301,17 @@ def small_disk(tmp_path: Path) -> Iterator[Path]:
 
 
 def _fill(folder: Path) -> Path:
+    """Write zeros until the disk refuses more.
+
+    Unbuffered: a buffered file keeps what a short write left over and tries it again on
+    close, where the full disk's ENOSPC would escape (as it did, now and then, depending on
+    how much room the database had left).
+    """
     filler = folder / "filler"
-    with filler.open("wb") as out:
+    with filler.open("wb", buffering=0) as out:
         try:
             while True:
                 out.write(b"\0" * 65536)
-                out.flush()
         except OSError:
             pass
     return filler
