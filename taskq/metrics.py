@@ -19,7 +19,7 @@ import bisect
 import itertools
 import math
 import time
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 
@@ -191,16 +191,42 @@ class Metrics:
         for name, count in names.items():
             self._of(name).created.inc(count)
 
-    def task_claimed(self, task: Task) -> None:
-        if task.started_at is None:
-            return
-        due = max(task.created_at, task.scheduled_at or task.created_at)
-        self._of(task.name).wait.observe(max(0.0, (task.started_at - due).total_seconds()))
+    def tasks_claimed(self, tasks: Iterable[Task]) -> None:
+        """One wait observation per task, from its due time to its claim.
 
-    def task_ran(self, claimed: Task, at: datetime) -> None:
-        """``claimed`` is the task as its claim left it; its outcome was written ``at``."""
-        if claimed.started_at is not None:
-            self._of(claimed.name).run.observe(max(0.0, (at - claimed.started_at).total_seconds()))
+        The tasks of one claim share their start, and those created together
+        their due time: a run of tasks with the same name and times is worked out
+        once, and observed once per task, in order.
+        """
+        run: tuple[str, datetime, datetime | None, datetime] | None = None
+        seconds = 0.0
+        wait = None
+        for task in tasks:
+            if task.started_at is None:
+                continue
+            key = (task.name, task.created_at, task.scheduled_at, task.started_at)
+            if key != run or wait is None:
+                run = key
+                due = max(task.created_at, task.scheduled_at or task.created_at)
+                seconds = max(0.0, (task.started_at - due).total_seconds())
+                wait = self._of(task.name).wait
+            wait.observe(seconds)
+
+    def tasks_ran(self, claimed: Iterable[Task], at: datetime) -> None:
+        """One run observation per task: ``claimed`` as their claims left them, their
+        outcomes written ``at``. Tasks of one name and claim share the number."""
+        run: tuple[str, datetime] | None = None
+        seconds = 0.0
+        observations = None
+        for task in claimed:
+            if task.started_at is None:
+                continue
+            key = (task.name, task.started_at)
+            if key != run or observations is None:
+                run = key
+                seconds = max(0.0, (at - task.started_at).total_seconds())
+                observations = self._of(task.name).run
+            observations.observe(seconds)
 
     def add_finished(self, outcomes: Mapping[tuple[str, bool], int]) -> None:
         """``outcomes``: how many executions of each (name, succeeded) one batch wrote."""

@@ -87,8 +87,8 @@ def feed(metrics: Metrics, expected: CollectorRegistry) -> None:
         name = ("mail", "resize", "taskq.echo")[index % 3]
         claimed = task(name, seconds)
         finished_at = NOW + timedelta(seconds=3 * seconds)
-        metrics.task_claimed(claimed)
-        metrics.task_ran(claimed, finished_at)
+        metrics.tasks_claimed([claimed])
+        metrics.tasks_ran([claimed], finished_at)
         assert claimed.started_at is not None
         wait.labels(name).observe((claimed.started_at - NOW).total_seconds())
         run.labels(name).observe((finished_at - claimed.started_at).total_seconds())
@@ -113,7 +113,7 @@ def test_the_task_histograms_are_empty_families_before_any_task() -> None:
 def test_a_name_is_created_when_first_observed() -> None:
     metrics = Metrics()
     before = time.time()
-    metrics.task_claimed(task("mail", 1.0))
+    metrics.tasks_claimed([task("mail", 1.0)])
     (created,) = [
         line
         for line in generate_latest(metrics.registry).decode().splitlines()
@@ -137,4 +137,25 @@ def test_disabling_the_created_series_drops_them_here_too() -> None:
     feed(metrics, expected)
     for ours, theirs in exposed(metrics, expected):
         assert not any("_created" in line for line in theirs)
+        assert ours == theirs
+
+
+def test_a_claim_of_many_tasks_observes_each_task_as_the_library_would() -> None:
+    """Runs of tasks sharing name and times are worked out once and observed per task."""
+    metrics, expected = Metrics(), CollectorRegistry()
+    wait, run = references(expected)
+    claimed = [
+        task(name, seconds)
+        for seconds in (0.002, 0.002, 0.7, 0.7)
+        for name in ("mail", "mail", "resize", "mail")
+    ]
+    finished_at = NOW + timedelta(seconds=2)
+    metrics.tasks_claimed(claimed)
+    metrics.tasks_ran(claimed, finished_at)
+    for each in claimed:
+        assert each.started_at is not None
+        wait.labels(each.name).observe((each.started_at - NOW).total_seconds())
+        run.labels(each.name).observe((finished_at - each.started_at).total_seconds())
+    for ours, theirs in exposed(metrics, expected):
+        assert any('_count{name="mail"} 12.0' in line for line in theirs)
         assert ours == theirs

@@ -244,6 +244,8 @@ def _changes(command: WriterCommand, value: Any) -> Iterator[Draft]:
 def _count(command: WriterCommand, value: Any) -> int:
     """How many changes ``_changes`` makes of one successful command, without making
     them: the commands of every task's path are counted straight from their value."""
+    if isinstance(command, FinishTask):
+        return 1 if value else 0
     match command:
         case FinishTask() | ReportProgress() | RequeueRunning() | RequeueNode() | ReapDeadWorkers():
             # One change if the command took effect: fenced or empty ones change nothing.
@@ -260,41 +262,54 @@ def _is_read(command: WriterCommand) -> bool:
 
 def _account(state: HubState, metrics: Metrics, batch: Committed) -> None:
     """Feed the metrics and keep ``state.running``: counters once per batch and name,
-    histograms one observation per task (exact)."""
+    histograms one observation per task (exact).
+
+    Outcomes and claims, most of every batch, are told apart before any other
+    pattern is tried.
+    """
     metrics.batch_committed(len(batch.commands), batch.seconds)
     created: Counter[str] = Counter()
     finished: Counter[tuple[str, bool]] = Counter()
+    ran: list[Task] = []
+    running = state.running
     for command, result in zip(batch.commands, batch.results, strict=True):
         if not isinstance(result, outcome.Value):
             continue
         value = result.value
-        match command:
-            case FinishTask(task_id=task_id) if value:
-                claimed = state.running.pop(task_id, None)
-                if claimed is not None:
-                    finished[claimed.name, command.succeeded] += 1
-                    metrics.task_ran(claimed, batch.at)
-            case ClaimTasks():
-                for task in value:
-                    state.running[task.id] = task
-                    metrics.task_claimed(task)
-            case CreateTask():
-                created[value.name] += 1
-            case CreateTasks():
-                created.update(task.name for task in value)
-            case DeleteTask(task_id=task_id):
-                state.running.pop(task_id, None)
-            case RequeueRunning(worker_id=worker_id) if value:
-                _forget_running(state, worker_id)
-            case RequeueNode() if value:
-                _forget_running(state, None)
-            case ReapDeadWorkers() if value:
-                for worker_id in value:
-                    _forget_running(state, worker_id)
-            case _ if isinstance(value, Task) and not _is_read(command):
-                state.running.pop(value.id, None)
+        if isinstance(command, FinishTask):
+            claimed = running.pop(command.task_id, None) if value else None
+            if claimed is not None:
+                finished[claimed.name, command.succeeded] += 1
+                ran.append(claimed)
+        elif isinstance(command, ClaimTasks):
+            running.update((task.id, task) for task in value)
+            metrics.tasks_claimed(value)
+        else:
+            _account_other(state, command, value, created)
+    metrics.tasks_ran(ran, batch.at)
     metrics.add_created(created)
     metrics.add_finished(finished)
+
+
+def _account_other(
+    state: HubState, command: WriterCommand, value: Any, created: Counter[str]
+) -> None:
+    match command:
+        case CreateTask():
+            created[value.name] += 1
+        case CreateTasks():
+            created.update(task.name for task in value)
+        case DeleteTask(task_id=task_id):
+            state.running.pop(task_id, None)
+        case RequeueRunning(worker_id=worker_id) if value:
+            _forget_running(state, worker_id)
+        case RequeueNode() if value:
+            _forget_running(state, None)
+        case ReapDeadWorkers() if value:
+            for worker_id in value:
+                _forget_running(state, worker_id)
+        case _ if isinstance(value, Task) and not _is_read(command):
+            state.running.pop(value.id, None)
 
 
 def _forget_running(state: HubState, worker_id: int | None) -> None:
