@@ -288,7 +288,13 @@ async def _handled(
     runtimes: Runtimes, registration: Registration, task: Task, context: TaskContext | None
 ) -> Outcome:
     try:
-        result_json = await _invoke(runtimes, registration, task, context)
+        if registration.runtime is Runtime.TRIO:
+            # Most handlers, and the shortest tasks: awaited right here, one coroutine
+            # fewer per task than through ``_invoke``.
+            args = (task.payload,) if context is None else (task.payload, context)
+            result_json = _result_json(await registration.handler(*args))
+        else:
+            result_json = await _invoke(runtimes, registration, task, context)
     except ResultNotJson as exc:
         return Outcome(False, None, str(exc), retryable=False)
     except Exception as exc:
