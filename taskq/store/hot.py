@@ -39,8 +39,9 @@ _INSERTED: tuple[str, ...] = ("name", "payload", "priority", "scheduled_at", "st
 _INSERTED += ("created_at", "updated_at")
 _INSERTED += ("max_attempts", "timeout")
 # A stored priority as its enum member, by a dict lookup rather than an enum call.
-# A stored priority as its enum member, by a dict lookup rather than an enum call.
 PRIORITIES = {int(priority): priority for priority in Priority}
+# A status as the plain text stored, without a call to ``str`` per row.
+_STATUS_TEXT = {status: str(status) for status in TaskStatus}
 # SQLite allows 32,766 parameters in a statement; nine a row stays far below that.
 STATEMENT_ROWS_MAX = 512
 
@@ -311,14 +312,16 @@ def create_many(connection: Connection, news: Sequence[NewTask], now: datetime) 
         params: list[Any] = []
         statuses = []
         for new in chunk:
-            status = waiting_status(new.scheduled_at, now)
+            payload = new.payload
+            at = new.scheduled_at
+            status = TaskStatus.PENDING if at is None else waiting_status(at, now)
             statuses.append(status)
             params += (
                 new.name,
-                payload_to_db(dict(new.payload)),
+                payload_to_db(payload if type(payload) is dict else dict(payload)),
                 int(new.priority),
-                time_to_db(new.scheduled_at),
-                str(status),
+                None if at is None else time_to_db(at),
+                _STATUS_TEXT[status],
                 stamp,
                 stamp,
                 new.max_attempts,
@@ -400,7 +403,7 @@ def finish_many(
             hot.finish,
             [
                 (
-                    str(status),
+                    _STATUS_TEXT[status],
                     _json_text_for_psycopg(result_json),
                     error,
                     stamp,
@@ -416,7 +419,7 @@ def finish_many(
     for rows in _chunks(len(outcomes)):
         params: list[Any] = [stamp, stamp]
         for task_id, attempt, status, result_json, error in outcomes[rows]:
-            params += (task_id, attempt, str(status), result_json, error)
+            params += (task_id, attempt, _STATUS_TEXT[status], result_json, error)
         db.execute(hot.finish_values(rows.stop - rows.start), params)
         written += db.rowcount
     return written
