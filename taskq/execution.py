@@ -42,7 +42,7 @@ import trio_parallel
 from taskq.context import TaskContext
 from taskq.errors import TaskqError
 from taskq.messages import ReportProgress, WriterCommand, request
-from taskq.models import Task
+from taskq.models import Task, filled_by_slot
 from taskq.registry import Registration, Runtime
 from taskq.runtimes import Runtimes
 
@@ -74,6 +74,7 @@ class Ending(enum.Enum):
     HANDED_OVER = "handed over"  # resumed, and adopted by a new claim, before it suspended
 
 
+@filled_by_slot  # made once per task
 @dataclass(frozen=True, slots=True)
 class Outcome:
     succeeded: bool

@@ -113,7 +113,7 @@ class TaskChanges:
 _Frozen = TypeVar("_Frozen")
 
 
-def _filled_by_slot(cls: type[_Frozen]) -> type[_Frozen]:
+def filled_by_slot(cls: type[_Frozen]) -> type[_Frozen]:
     """Give a frozen slotted dataclass an ``__init__`` that fills each slot through its
     descriptor, with the signature and defaults of the one ``dataclass`` writes.
 
@@ -141,7 +141,7 @@ def _filled_by_slot(cls: type[_Frozen]) -> type[_Frozen]:
     return cls
 
 
-@_filled_by_slot
+@filled_by_slot
 @dataclass(frozen=True, slots=True)
 class Task:
     id: int
