@@ -168,3 +168,60 @@ def test_claimed_json_values_are_the_stored_ones(store: Store) -> None:
     assert [task.payload for task in again] == payloads == [task.payload for task in created]
     assert [task.progress for task in again] == [0.30000000000000004, 7, {"at": "x"}]
     assert again == stored
+
+
+JSON_WRITTEN: list[Any] = [
+    {"n": 1},
+    {"s": "\u00e9\U0001f600", "nested": [1, {"x": None}], "t": True},
+    {"f": 0.1 + 0.2, "big": 2**70, "nan": float("nan"), "inf": float("-inf")},
+    {1: "int key", None: "null key", 2.5: "float key"},
+    {},
+    "text",
+    [1, "two"],
+    None,
+]
+
+
+@pytest.mark.parametrize("value", JSON_WRITTEN)
+def test_a_payload_is_written_as_the_columns_own_conversion_writes_it(value: Any) -> None:
+    dialect = sqlite.dialect()
+    own = tasks.c.payload.type.dialect_impl(dialect).bind_processor(dialect)
+    assert own is not None
+    assert hot.statements_for(dialect).payload_to_db(value) == own(value)
+
+
+def test_a_payload_json_cannot_write_fails_as_in_json_dumps_and_leaves_nothing_behind() -> None:
+    to_db = hot.statements_for(sqlite.dialect()).payload_to_db
+    circular: dict[str, Any] = {}
+    circular["self"] = [circular]
+    with pytest.raises(ValueError, match="Circular reference"):
+        to_db(circular)
+    with pytest.raises(TypeError, match="not JSON serializable"):
+        to_db({"when": NOW})
+    # A failure leaves no container marked as open: the same containers encode again.
+    circular["self"] = [{"n": 1}]
+    assert to_db(circular) == '{"self": [{"n": 1}]}'
+
+
+def test_a_claim_across_creations_gives_each_task_its_own_times(store: Store) -> None:
+    """Times are converted once per distinct stored value, never shared across values."""
+    created = []
+    for minute in range(3):
+        at = NOW + timedelta(minutes=minute)
+        with store.transaction() as tx:
+            news = [NewTask("job", {"n": n}, scheduled_at=at if n % 2 else None) for n in range(4)]
+            created += tx.create_many(news, at + timedelta(minutes=5))
+
+    with store.transaction() as tx:
+        claimed = tx.claim([1, 2, 3], LATER + timedelta(minutes=9), per_worker=4)
+        stored = [tx.get_task(task.id) for task in claimed]
+
+    assert claimed == stored
+    assert sorted(task.id for task in claimed) == [task.id for task in created]
+    assert len({task.created_at for task in claimed}) == 3
+    assert {task.scheduled_at for task in claimed} == {
+        None,
+        NOW,
+        NOW + timedelta(minutes=1),
+        NOW + timedelta(minutes=2),
+    }
