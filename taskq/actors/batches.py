@@ -123,11 +123,12 @@ def _apply_all(tx: Tx, batch: Sequence[WriterCommand], now: datetime) -> Applied
 
 def _bulk_kind(command: WriterCommand) -> type | None:
     """Which run a command can share statements with; None: it is applied on its own."""
+    if type(command) is FinishTask:
+        # Most commands of a busy writer, told apart before any pattern is tried.
+        return FinishTask if command.succeeded and command.reply is None else None
     match command:
         case CreateTask() | CreateTasks():
             return CreateTask
-        case FinishTask(succeeded=True, reply=None):
-            return FinishTask
         case WorkerHeartbeat():
             return WorkerHeartbeat
     return None

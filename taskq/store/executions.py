@@ -17,11 +17,12 @@ from typing import Any
 from sqlalchemy import Update, select, update
 from sqlalchemy.engine import Connection
 
-from taskq.models import Action, Task, TaskStatus
+from taskq.models import Action, Task, TaskStatus, filled_by_slot
 from taskq.store import hot
 from taskq.store.schema import is_source, tasks
 
 
+@filled_by_slot  # one per outcome written
 @dataclass(frozen=True, slots=True)
 class Completion:
     """A handler's successful outcome, as ``Tx.complete_many`` records it."""
