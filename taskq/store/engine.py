@@ -67,6 +67,27 @@ def open_engine(url: str, *, read_only: bool = False) -> Engine:
     return engine
 
 
+def sqlite_wal_file(connection: Connection) -> Path | None:
+    """The database file behind ``connection`` if it is SQLite in WAL mode, else None.
+
+    None also for an in-memory database, which has no WAL to checkpoint.
+    """
+    if connection.dialect.name != "sqlite":
+        return None
+    database = connection.engine.url.database
+    if not database or database == ":memory:" or database.startswith("file:"):
+        return None
+    (mode,) = _driver_sql(connection, "PRAGMA journal_mode").fetchone()
+    return Path(database) if mode == "wal" else None
+
+
+def _driver_sql(connection: Connection, sql: str) -> Any:
+    """Run ``sql`` on the DBAPI connection, outside SQLAlchemy's transaction (no BEGIN)."""
+    cursor = connection.connection.cursor()
+    cursor.execute(sql)
+    return cursor
+
+
 def migrate(engine: Engine) -> str | None:
     """Bring the schema to the newest revision (a no-op when it is there); answer it.
 
