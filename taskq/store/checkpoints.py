@@ -51,13 +51,11 @@ _HEADER_BYTES = _BACKFILL_AT + _FRAMES.size
 class Checkpointer:
     """Copies the WAL of one database file into it whenever ``committed`` finds it full."""
 
-    def __init__(self, database: Path, frames: int = CHECKPOINT_FRAMES) -> None:
-        self.database = database
+    def __init__(self, connection: sqlite3.Connection, index: int, frames: int) -> None:
         self.frames = frames
         self.checkpoints = 0
-        self._connection = sqlite3.connect(database, isolation_level=None, check_same_thread=False)
-        self._connection.execute("PRAGMA synchronous=FULL")
-        self._index = os.open(f"{database}-shm", os.O_RDONLY)
+        self._connection = connection
+        self._index = index
         self._nudged = threading.Event()
         self._stopping = False
         self._thread = threading.Thread(target=self._run, name="taskq-checkpointer", daemon=True)
@@ -70,13 +68,19 @@ class Checkpointer:
         ``-shm`` file exists).
         """
         try:
-            checkpointer = cls(database, frames)
+            index = os.open(f"{database}-shm", os.O_RDONLY)
         except OSError:
             return None
-        header = checkpointer._header()
-        if len(header) < _HEADER_BYTES or _VERSION.unpack_from(header)[0] != _WAL_INDEX_VERSION:
-            checkpointer.close()
-            return None
+        try:
+            if not _readable(_header(index)):
+                os.close(index)
+                return None
+            connection = sqlite3.connect(database, isolation_level=None, check_same_thread=False)
+            connection.execute("PRAGMA synchronous=FULL")
+        except BaseException:
+            os.close(index)
+            raise
+        checkpointer = cls(connection, index, frames)
         checkpointer._thread.start()
         return checkpointer
 
@@ -92,7 +96,7 @@ class Checkpointer:
 
     def backlog(self) -> int:
         """Frames in the WAL not yet copied into the database."""
-        header = self._header()
+        header = _header(self._index)
         if len(header) < _HEADER_BYTES:
             return 0
         (last,) = _FRAMES.unpack_from(header, _MAX_FRAME_AT)
@@ -127,8 +131,13 @@ class Checkpointer:
             # Cleared only now: the writer's commits meanwhile need not wake it again.
             self._nudged.clear()
 
-    def _header(self) -> bytes:
-        try:
-            return os.pread(self._index, _HEADER_BYTES, 0)
-        except OSError:
-            return b""
+
+def _header(index: int) -> bytes:
+    try:
+        return os.pread(index, _HEADER_BYTES, 0)
+    except OSError:
+        return b""
+
+
+def _readable(header: bytes) -> bool:
+    return len(header) >= _HEADER_BYTES and _VERSION.unpack_from(header)[0] == _WAL_INDEX_VERSION
