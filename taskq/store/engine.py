@@ -137,8 +137,8 @@ def _begin_immediate(connection: Connection) -> None:
     """``BEGIN IMMEDIATE`` on the driver's connection itself, at the start of every write.
 
     Through ``exec_driver_sql`` SQLAlchemy's execution machinery made an empty
-    transaction cost twice as much (33 against 15 us), on the path of every
-    commit. A failure (locked, I/O) is still SQLAlchemy's ``OperationalError``.
+    transaction cost nearly twice as much (19 against 11 us), on the path of
+    every commit. A failure (locked, I/O) is still SQLAlchemy's ``OperationalError``.
     """
     try:
         connection.connection.cursor().execute("BEGIN IMMEDIATE")

@@ -121,7 +121,7 @@ class Store:
 
         The checkpointer (``taskq.store.checkpoints``) copies the WAL back on its
         own thread; the writer's COMMIT checkpoints only past a bound that the
-        checkpointer reaches only under writes that never pause.
+        WAL reaches under writes that never pause.
         """
         connection = self.engine.connect()
         database = sqlite_wal_file(connection)
