@@ -57,6 +57,12 @@ WRITER_LINGER_SECONDS = 0.005
 # at most), and never more than the maximum. Longer tasks go one per worker.
 CLAIM_AHEAD_SECONDS = 0.005
 CLAIM_TASKS_PER_WORKER_MAX = 8
+# SQLite: a thread of its own copies the WAL back into the database once it holds
+# this many frames (pages) not yet copied (SQLite's own default); the writer's
+# COMMIT does it only past WAL_AUTOCHECKPOINT_FRAMES, when writes without a pause
+# keep that thread from ever catching up (see taskq/store/checkpoints.py).
+CHECKPOINT_FRAMES = 1000
+WAL_AUTOCHECKPOINT_FRAMES = 4 * CHECKPOINT_FRAMES
 # Commands waiting for the writer; a full inbox makes the actors wait (backpressure).
 WRITER_INBOX_SIZE = 4096
 # Commands of HTTP requests the writer's inbox may hold; a request finding more

@@ -25,7 +25,7 @@ from sqlalchemy import (
 )
 from sqlalchemy.engine import Connection
 
-from taskq.config import default_node
+from taskq.config import WAL_AUTOCHECKPOINT_FRAMES, default_node
 from taskq.errors import Conflict, NotFound
 from taskq.models import (
     Action,
@@ -39,8 +39,9 @@ from taskq.models import (
     waiting_status,
 )
 from taskq.store import hot
+from taskq.store.checkpoints import Checkpointer
 from taskq.store.cluster import NodeOps
-from taskq.store.engine import migrate, open_engine
+from taskq.store.engine import migrate, open_engine, sqlite_wal_file
 from taskq.store.executions import ExecutionOps
 from taskq.store.schema import is_source, listed_status, tasks
 from taskq.store.workers import WorkerOps
@@ -79,6 +80,7 @@ class Store:
         self._writer_connection: Connection | None = None
         self._reader_connection: Connection | None = None
         self._read_engine: Engine | None = None
+        self.checkpointer: Checkpointer | None = None
         self.node = default_node() if node is None else node
 
     @classmethod
@@ -103,7 +105,7 @@ class Store:
         fresh one.
         """
         if self._writer_connection is None:
-            self._writer_connection = self.engine.connect()
+            self._writer_connection = self._connect_writer()
         try:
             with self._writer_connection.begin():
                 yield Tx(self._writer_connection, self.node)
@@ -111,6 +113,27 @@ class Store:
             self._writer_connection.close()
             self._writer_connection = None
             raise
+        if self.checkpointer is not None:
+            self.checkpointer.committed()
+
+    def _connect_writer(self) -> Connection:
+        """The writer's connection; on a SQLite file, with the checkpoints moved off it.
+
+        The checkpointer (``taskq.store.checkpoints``) copies the WAL back on its
+        own thread; the writer's COMMIT checkpoints only past a bound that the
+        WAL reaches under writes that never pause.
+        """
+        connection = self.engine.connect()
+        database = sqlite_wal_file(connection)
+        if database is None:
+            return connection
+        if self.checkpointer is None:
+            self.checkpointer = Checkpointer.start(database)
+        if self.checkpointer is not None:
+            connection.connection.cursor().execute(
+                f"PRAGMA wal_autocheckpoint={WAL_AUTOCHECKPOINT_FRAMES}"
+            )
+        return connection
 
     @contextmanager
     def read_transaction(self) -> Iterator[Tx]:
@@ -139,6 +162,9 @@ class Store:
             raise
 
     def close(self) -> None:
+        if self.checkpointer is not None:
+            self.checkpointer.close()
+            self.checkpointer = None
         if self._writer_connection is not None:
             self._writer_connection.close()
             self._writer_connection = None
