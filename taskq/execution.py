@@ -289,13 +289,13 @@ async def _handled(
     runtimes: Runtimes, registration: Registration, task: Task, context: TaskContext | None
 ) -> Outcome:
     try:
+        args = (task.payload,) if context is None else (task.payload, context)
         if registration.runtime is Runtime.TRIO:
             # Most handlers, and the shortest tasks: awaited right here, one coroutine
-            # fewer per task than through ``_invoke``.
-            args = (task.payload,) if context is None else (task.payload, context)
+            # fewer per task than through ``_run_elsewhere``.
             result_json = _result_json(await registration.handler(*args))
         else:
-            result_json = await _invoke(runtimes, registration, task, context)
+            result_json = await _run_elsewhere(runtimes, registration, args)
     except ResultNotJson as exc:
         return Outcome(False, None, str(exc), retryable=False)
     except Exception as exc:
@@ -315,33 +315,34 @@ async def _handled(
     return Outcome(True, result_json, None)
 
 
-async def _invoke(
-    runtimes: Runtimes, registration: Registration, task: Task, context: TaskContext | None
+async def _run_elsewhere(
+    runtimes: Runtimes, registration: Registration, args: tuple[Any, ...]
 ) -> str | None:
-    """The handler's result as the JSON text that is stored (None: it returned None).
+    """The result, as the JSON text that is stored (None: it returned None), of a
+    handler that runs outside the worker's Trio task: on the asyncio loop, a thread or
+    a process.
 
-    Encoded once, here, where a result JSON cannot write fails the task; the
-    writer stores the text as it is.
+    Encoded once, where the handler ran, so a result JSON cannot write fails the
+    task; the writer stores the text as it is.
     """
-    payload = task.payload
-    args = (payload,) if context is None else (payload, context)
     handler = registration.handler
     match registration.runtime:
-        case Runtime.TRIO:
-            result = await handler(*args)
         case Runtime.ASYNCIO:
             result = await trio_asyncio.aio_as_trio(handler, loop=runtimes.loop)(*args)
         case Runtime.THREAD:
-            call = functools.partial(handler, *args)
-            result = await trio.to_thread.run_sync(call, abandon_on_cancel=True)
+            result = await trio.to_thread.run_sync(
+                functools.partial(handler, *args), abandon_on_cancel=True
+            )
         case Runtime.PROCESS:
             try:
                 text: str | None = await runtimes.processes.run_sync(
-                    _run_in_process, handler, dict(payload), kill_on_cancel=True
+                    _run_in_process, handler, dict(args[0]), kill_on_cancel=True
                 )
             except trio_parallel.BrokenWorkerError as exc:
                 raise ProcessDied(_how_it_died(exc)) from None
             return text
+        case Runtime.TRIO:
+            raise AssertionError("a Trio handler is awaited in the worker's own task")
     return _result_json(result)
 
 
