@@ -26,11 +26,9 @@ from __future__ import annotations
 
 import enum
 import functools
-import json
 import logging
 import math
 import signal
-from _json import encode_basestring_ascii, make_encoder
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -39,6 +37,7 @@ import trio
 import trio_asyncio
 import trio_parallel
 
+from taskq import jsontext
 from taskq.context import TaskContext
 from taskq.errors import TaskqError
 from taskq.messages import ReportProgress, WriterCommand, request
@@ -366,30 +365,14 @@ def _carries_cancellation(exc: BaseException) -> bool:
     return isinstance(exc, BaseExceptionGroup) and exc.subgroup(trio.Cancelled) is not None
 
 
-# What ``json.JSONEncoder(allow_nan=False).encode`` runs, built once: ``encode`` builds
-# a new one at every call, which costs more than encoding a small result. Only the
-# Trio thread encodes, one value at a time.
-_CYCLE_MARKERS: dict[int, Any] = {}
-_STRICT_JSON = json.JSONEncoder(allow_nan=False)
-_encode = make_encoder(
-    _CYCLE_MARKERS,
-    _STRICT_JSON.default,
-    encode_basestring_ascii,
-    None,
-    _STRICT_JSON.key_separator,
-    _STRICT_JSON.item_separator,
-    False,
-    False,
-    False,
-)
+# A result is written as strict JSON (no NaN or Infinity), on the Trio thread.
+_strict_json_text = jsontext.encoder(allow_nan=False)
 
 
 def _json_text(value: Any, what: str) -> str:
     try:
-        return "".join(_encode(value, 0))
+        return _strict_json_text(value)
     except (TypeError, ValueError, RecursionError) as exc:
-        # A failed encoding leaves its containers marked as if still open.
-        _CYCLE_MARKERS.clear()
         raise ResultNotJson(f"{what} is not JSON-serialisable: {exc}") from None
 
 

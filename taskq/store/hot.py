@@ -16,7 +16,6 @@ from __future__ import annotations
 import functools
 import itertools
 import json
-from _json import encode_basestring_ascii, make_encoder
 from collections.abc import Callable, Iterator, Sequence
 from datetime import datetime
 from typing import Any
@@ -26,6 +25,7 @@ from sqlalchemy import JSON, Float
 from sqlalchemy.engine import Connection, Dialect
 from sqlalchemy.types import TypeEngine
 
+from taskq import jsontext
 from taskq.models import Action, NewTask, Priority, Task, TaskStatus, waiting_status
 from taskq.store.schema import source_status_sql, tasks
 
@@ -255,33 +255,14 @@ def sqlite_json(value: Any) -> Any:
     return json.loads(value)
 
 
-# What ``json.dumps`` runs with its default arguments, built once. Only the writer's
-# thread encodes payloads, one value at a time.
-_DUMPS_MARKERS: dict[int, Any] = {}
-_DUMPS = json.JSONEncoder()
-_dumps_encode = make_encoder(
-    _DUMPS_MARKERS,
-    _DUMPS.default,
-    encode_basestring_ascii,
-    None,
-    _DUMPS.key_separator,
-    _DUMPS.item_separator,
-    False,
-    False,
-    True,
-)
+# What ``json.dumps`` writes with its default arguments; only the writer's thread
+# encodes payloads.
+_dumps = jsontext.encoder(allow_nan=True)
 
 
 def _sqlite_json_text(value: Any) -> str | None:
     """``json.dumps(value)`` (None stays NULL), as SQLite's JSON column writes it."""
-    if value is None:
-        return None
-    try:
-        return "".join(_dumps_encode(value, 0))
-    except BaseException:
-        # A failed encoding leaves its containers marked as if still open.
-        _DUMPS_MARKERS.clear()
-        raise
+    return None if value is None else _dumps(value)
 
 
 @functools.cache
