@@ -15,21 +15,15 @@ from __future__ import annotations
 
 import functools
 import itertools
-import json
 from collections.abc import Callable, Iterator, Sequence
 from datetime import datetime
 from typing import Any
 
-from psycopg.types.json import Json
-from sqlalchemy import JSON, Float
 from sqlalchemy.engine import Connection, Dialect
-from sqlalchemy.types import TypeEngine
 
-from taskq import jsontext
 from taskq.models import Action, NewTask, Priority, Task, TaskStatus, waiting_status
+from taskq.store import conversions
 from taskq.store.schema import source_status_sql, tasks
-
-Processor = Callable[[Any], Any] | None
 
 # What a claim reads: the rest of a claimed task is what the claim writes.
 CLAIMED_COLUMNS: tuple[str, ...] = ("id", "name", "payload", "priority", "scheduled_at")
@@ -52,14 +46,18 @@ class HotStatements:
     def __init__(self, dialect: Dialect) -> None:
         self._mark = "%s" if dialect.paramstyle in ("format", "pyformat") else "?"
         lock = " FOR UPDATE SKIP LOCKED" if dialect.name == "postgresql" else ""
-        self._to_db: dict[str, Processor] = {
+        self._to_db: dict[str, conversions.Processor] = {
             column.name: column.type.dialect_impl(dialect).bind_processor(dialect)
             for column in tasks.c
         }
         # What the driver returns for the claimed JSON and time columns, as the
         # columns' own conversions read it (one of each kind: a claim reads several).
-        self._json_value = _result_processor(tasks.c.payload.type, dialect) or _unchanged
-        self._time_value = _result_processor(tasks.c.created_at.type, dialect) or _unchanged
+        self._json_value = (
+            conversions.result_processor(tasks.c.payload.type, dialect) or conversions.unchanged
+        )
+        self._time_value = (
+            conversions.result_processor(tasks.c.created_at.type, dialect) or conversions.unchanged
+        )
         mark = self._mark
         # Multi-row statements by (kind, rows): their text is built once per size.
         self._sized: dict[tuple[str, int], str] = {}
@@ -75,7 +73,7 @@ class HotStatements:
         # engine-wide serializer) that is ``json.dumps``, which builds a new C encoder
         # for every value; one built once writes the very same text in a third of the time.
         self.payload_to_db: Callable[[Any], Any] = (
-            _sqlite_json_text
+            conversions.sqlite_json_text
             if dialect.name == "sqlite" and getattr(dialect, "_json_serializer", None) is None
             else self.converter("payload")
         )
@@ -111,7 +109,7 @@ class HotStatements:
     def converter(self, column: str) -> Callable[[Any], Any]:
         """The column's conversion of a value for the driver (None stays None): taken
         once per statement rather than looked up for every value of every row."""
-        return self._to_db[column] or _unchanged
+        return self._to_db[column] or conversions.unchanged
 
     def claimed(self, pairs: Sequence[tuple[Sequence[Any], int]], now: datetime) -> list[Task]:
         """Ready rows (``CLAIMED_COLUMNS``), each with its worker, as the tasks ``take``
@@ -123,7 +121,7 @@ class HotStatements:
         so each distinct stored time is converted once per claim.
         """
         json_value = self._json_value
-        time_value = _once_each(self._time_value)
+        time_value = conversions.once_each(self._time_value)
         # By position: calling a class with keywords builds a dict of them on every call.
         # tests/store checks that a claimed task equals the stored row, field by field.
         return [
@@ -201,68 +199,6 @@ class HotStatements:
                 " AND tasks.attempt = v.column2"
             )
         return self._sized["finish", rows]
-
-
-def _unchanged(value: Any) -> Any:
-    return value
-
-
-def _once_each(convert: Callable[[Any], Any]) -> Callable[[Any], Any]:
-    """``convert``, run once per distinct value: what it answers must be immutable."""
-    done: dict[Any, Any] = {}
-
-    def converted(value: Any) -> Any:
-        try:
-            return done[value]
-        except KeyError:
-            done[value] = result = convert(value)
-            return result
-
-    return converted
-
-
-def _result_processor(column_type: TypeEngine[Any], dialect: Dialect) -> Processor:
-    """The column's own conversion of what the driver returns; drivers return floats as
-    floats already (and PostgreSQL's numeric processors want the wire type's code)."""
-    if isinstance(column_type, Float):
-        return None
-    if isinstance(column_type, JSON) and dialect.name == "sqlite":
-        return sqlite_json
-    return column_type.dialect_impl(dialect).result_processor(dialect, None)
-
-
-# ``json.loads``'s own decoder, without the layers that skip whitespace around the value.
-_JSON_DECODER = json.JSONDecoder()
-
-
-def sqlite_json(value: Any) -> Any:
-    """A SQLite JSON column's value as the column's own conversion reads it, cheaper.
-
-    That conversion is ``json.loads`` behind two Python wrappers, with a number
-    given back as it is (JSON text of a number, stored under SQLite's NUMERIC
-    affinity, comes back as one). For text that is one JSON value and nothing
-    more, as ``json.dumps`` writes it, the decoder's ``raw_decode`` alone answers
-    the same value; anything else goes to ``json.loads`` itself.
-    """
-    if isinstance(value, str):
-        try:
-            decoded, end = _JSON_DECODER.raw_decode(value)
-        except ValueError:
-            return json.loads(value)
-        return decoded if end == len(value) else json.loads(value)
-    if isinstance(value, int | float):
-        return value
-    return json.loads(value)
-
-
-# What ``json.dumps`` writes with its default arguments; only the writer's thread
-# encodes payloads.
-_dumps = jsontext.encoder(allow_nan=True)
-
-
-def _sqlite_json_text(value: Any) -> str | None:
-    """``json.dumps(value)`` (None stays NULL), as SQLite's JSON column writes it."""
-    return None if value is None else _dumps(value)
 
 
 @functools.cache
@@ -385,7 +321,7 @@ def finish_many(
             [
                 (
                     _STATUS_TEXT[status],
-                    _json_text_for_psycopg(result_json),
+                    conversions.json_text_for_psycopg(result_json),
                     error,
                     stamp,
                     stamp,
@@ -430,9 +366,3 @@ def _numbered(db: Any, rows: int) -> range:
     """
     last = int(db.lastrowid)
     return range(last - rows + 1, last + 1)
-
-
-def _json_text_for_psycopg(text: str | None) -> Any:
-    """psycopg takes JSON text wrapped, as the column's own conversion does, with the
-    text standing for its own encoding (SQLite takes the text as it stores it)."""
-    return None if text is None else Json(text, dumps=_unchanged)

@@ -11,7 +11,7 @@ from sqlalchemy import delete
 from sqlalchemy.dialects import sqlite
 
 from taskq.models import NewTask, Priority, TaskStatus
-from taskq.store import Completion, Store, hot
+from taskq.store import Completion, Store, conversions, hot
 from taskq.store.schema import tasks
 
 NOW = datetime(2030, 1, 1, 12, 0, 0)
@@ -149,7 +149,7 @@ def test_a_json_column_reads_as_the_columns_own_conversion_reads_it(value: Any) 
     dialect = sqlite.dialect()
     own = tasks.c.payload.type.dialect_impl(dialect).result_processor(dialect, None)
     assert own is not None
-    assert _outcome(hot.sqlite_json, value) == _outcome(own, value)
+    assert _outcome(conversions.sqlite_json, value) == _outcome(own, value)
 
 
 @pytest.mark.sqlite_only
