@@ -172,6 +172,8 @@ class ClaimTasks:
     reply: Reply | None
     wait: bool = False
     per_worker: int = 1
+    # Only tasks more urgent than this (None: any): a claim that waits for such a task.
+    above: Priority | None = None
 
 
 @dataclass(frozen=True, slots=True)

@@ -259,8 +259,8 @@ def _apply(tx: Tx, command: WriterCommand, now: datetime) -> tuple[Any, list[Eve
         case RetryTask(task_id=task_id):
             task = tx.retry_task(task_id, now)
             return task, _waiting_events(task)
-        case ClaimTasks(worker_ids=worker_ids, per_worker=per_worker):
-            return tx.claim(worker_ids, now, per_worker), []
+        case ClaimTasks(worker_ids=worker_ids, per_worker=per_worker, above=above):
+            return tx.claim(worker_ids, now, per_worker, above), []
         case FinishTask(retry_after=float() as delay, error=str() as error):
             at = now + timedelta(seconds=delay)
             written = tx.schedule_retry(

@@ -15,6 +15,11 @@ claim is withdrawn and made again for those who still may; the writer itself
 leaves out of any claim the workers it has set inactive, so no claim already
 on its way can reach them.
 
+On a deep queue a second claim waits at the writer beside the first: for one
+task more urgent than any the last claim handed out, for a busy worker, so
+that such a task is claimed in the commit that stores it rather than with the
+next round's claim (``_claim_urgent``).
+
 It also routes to workers what concerns them: revocations (pause, delete) and
 status changes. A suspended execution (paused at a checkpoint) has no worker;
 when its task is deleted or rewritten, ``void_suspension`` ends it. A worker's
@@ -59,7 +64,7 @@ from taskq.messages import (
     answer,
     request,
 )
-from taskq.models import Task, WorkerStatus
+from taskq.models import Priority, Task, WorkerStatus
 
 log = logging.getLogger(__name__)
 
@@ -81,6 +86,13 @@ class _State:
         # The workers of the claim at the writer, while one is out.
         self.claiming: frozenset[int] = frozenset()
         self.withdraw = False
+        # Workers holding what they were handed, the one handed to last at the end.
+        self.handed: dict[int, None] = {}
+        # The most urgent priority handed out by the last claim for idle workers, when
+        # it filled every share (a deep queue); and whether the claim for anything
+        # more urgent is out.
+        self.floor: Priority | None = None
+        self.urgent_out = False
 
 
 def _no_suspensions(task_id: int) -> None:
@@ -107,7 +119,7 @@ async def run(
                 await writer.send(WithdrawClaim())
             if state.idle and not state.claimer and not state.stopped:
                 state.claimer = True
-                nursery.start_soon(_claim_while_idle, state, writer)
+                nursery.start_soon(_claim_while_idle, state, writer, nursery)
         nursery.cancel_scope.cancel()
 
 
@@ -130,6 +142,7 @@ def _handle(
         case WorkerIdle(worker_id=worker_id, task_seconds=task_seconds):
             if task_seconds is not None:
                 state.task_seconds = _smoothed(state.task_seconds, task_seconds)
+            state.handed.pop(worker_id, None)
             if worker_id in state.workers and worker_id not in state.inactive:
                 state.idle[worker_id] = None
         case TaskRevoked(task_id=task_id, worker_id=worker_id, suspend=suspend):
@@ -148,7 +161,7 @@ def _handle(
             _tell(state, worker_id, SetActive(status == WorkerStatus.ACTIVE))
         case StopDispatching(reply=reply):
             state.stopped = True
-            state.withdraw = bool(state.claiming)
+            state.withdraw = bool(state.claiming) or state.urgent_out
             answer(reply, outcome.Value(None))
 
 
@@ -166,21 +179,25 @@ def _per_worker(state: _State) -> int:
 
 def _not_idle(state: _State, worker_id: int) -> None:
     state.idle.pop(worker_id, None)
+    state.handed.pop(worker_id, None)
     if worker_id in state.claiming:
         state.withdraw = True
 
 
-async def _claim_while_idle(state: _State, writer: trio.MemorySendChannel[WriterCommand]) -> None:
-    """Claim for the idle workers, deliver, and again for those left, while there are any."""
+async def _claim_while_idle(
+    state: _State, writer: trio.MemorySendChannel[WriterCommand], nursery: trio.Nursery
+) -> None:
+    """Claim for the idle workers, deliver, and again for those left, while there are
+    any; on a deep queue each claim has a claim for an urgent task beside it."""
     backoff = RETRY_FIRST_SECONDS
     try:
         while state.idle and not state.stopped:
             worker_ids = tuple(state.idle)
             state.claiming = frozenset(worker_ids)
+            per_worker = _per_worker(state)
+            _claim_urgent(state, writer, nursery, worker_ids[-1])
             try:
-                claim = functools.partial(
-                    ClaimTasks, worker_ids, wait=True, per_worker=_per_worker(state)
-                )
+                claim = functools.partial(ClaimTasks, worker_ids, wait=True, per_worker=per_worker)
                 claimed: list[Task] = await request(writer, claim)
             except Unavailable as exc:
                 # The database is away: keep trying, while the actor goes on routing.
@@ -191,11 +208,69 @@ async def _claim_while_idle(state: _State, writer: trio.MemorySendChannel[Writer
             finally:
                 state.claiming = frozenset()
             backoff = RETRY_FIRST_SECONDS
-            for worker_id, tasks in _by_worker(claimed).items():
-                state.idle.pop(worker_id, None)
-                _tell(state, worker_id, RunTasks(tuple(tasks)))
+            full = len(claimed) == len(worker_ids) * per_worker
+            state.floor = claimed[0].priority if full else None
+            if not claimed and state.urgent_out:
+                # The urgent claim, parked later, took this one's place at the writer
+                # (the writer keeps one): withdrawn, it leaves the place to the next.
+                await writer.send(WithdrawClaim())
+            _deliver(state, claimed)
     finally:
         state.claimer = False
+
+
+def _claim_urgent(
+    state: _State,
+    writer: trio.MemorySendChannel[WriterCommand],
+    nursery: trio.Nursery,
+    fallback: int,
+) -> None:
+    """Beside a claim for idle workers on a deep queue of short tasks, a waiting claim
+    of one task more urgent than any that claim handed out, for a busy worker.
+
+    The claims for idle workers come once workers have run their shares: a task
+    created meanwhile went into a batch with no claim and waited for the next
+    one (on PostgreSQL a batch of a round's outcomes and a claim, tens of ms).
+    This claim finds nothing and waits at the writer, which runs it in every
+    batch (one read down ``ix_tasks_ready``), so a more urgent task is claimed in
+    the commit that stores it; the worker runs it next (a worker runs what it
+    holds most urgent first). It goes with the claim for idle workers, not
+    alone, so it never makes a batch of its own; and only on a deep queue, since
+    a claim for idle workers that finds nothing would take its place at the
+    writer. It goes to the worker handed to last (the likeliest to be on one of
+    those short tasks), or to one of that claim's.
+    """
+    floor = state.floor
+    if floor is None or floor == max(Priority) or state.stopped or state.urgent_out:
+        return
+    if _per_worker(state) == 1:
+        return
+    busy = (worker_id for worker_id in reversed(state.handed) if worker_id not in state.inactive)
+    state.urgent_out = True
+    nursery.start_soon(_wait_for_urgent, state, writer, next(busy, fallback), floor)
+
+
+async def _wait_for_urgent(
+    state: _State, writer: trio.MemorySendChannel[WriterCommand], worker_id: int, floor: Priority
+) -> None:
+    """Deliver what the claim for a task above ``floor`` gets; it is made again with
+    the next claim for idle workers. A failure is left to those claims."""
+    claim = functools.partial(ClaimTasks, (worker_id,), wait=True, above=floor)
+    try:
+        claimed: list[Task] = await request(writer, claim)
+    except Unavailable:
+        return
+    finally:
+        state.urgent_out = False
+    _deliver(state, claimed)
+
+
+def _deliver(state: _State, claimed: list[Task]) -> None:
+    for worker_id, tasks in _by_worker(claimed).items():
+        state.idle.pop(worker_id, None)
+        state.handed.pop(worker_id, None)
+        state.handed[worker_id] = None
+        _tell(state, worker_id, RunTasks(tuple(tasks)))
 
 
 def _by_worker(claimed: list[Task]) -> dict[int, list[Task]]:

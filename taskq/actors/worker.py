@@ -1,9 +1,10 @@
 """A Worker: runs the tasks the dispatcher hands it, one at a time.
 
-The tasks it is handed wait in ``backlog``: on a deep queue of short tasks a
-claim gives each worker several (``ClaimTasks.per_worker``, sized from the
-durations workers report when idle), in one ``RunTasks``, so one commit serves
-many rounds of work. One Trio task of the worker's, started with it, runs the
+The tasks it is handed wait in ``backlog``, most urgent first (a task claimed
+for a busy worker because it is more urgent than the rest runs next): on a deep
+queue of short tasks a claim gives each worker several (``ClaimTasks.per_worker``,
+sized from the durations workers report when idle), in one ``RunTasks``, so one
+commit serves many rounds of work. One Trio task of the worker's, started with it, runs the
 backlog and waits when it is empty; it yields once between two tasks, so that
 a stop or a drain waiting in the inbox goes first and a round of the scheduler
 stays one task per worker.
@@ -30,6 +31,7 @@ from __future__ import annotations
 import functools
 import logging
 from collections import deque
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 import outcome
@@ -132,7 +134,7 @@ def _handle(worker_id: int, state: _State, message: WorkerMessage, links: Links)
     match message:
         case RunTasks(tasks=tasks):
             state.announced = False
-            state.backlog.extend(tasks)
+            _hold(state.backlog, tasks)
             if state.drain is None:
                 state.handed.set()
         case StopTask(task_id=task_id, suspend=suspend):
@@ -149,6 +151,21 @@ def _handle(worker_id: int, state: _State, message: WorkerMessage, links: Links)
             state.active = False
             state.backlog.clear()
     _answer_drain(state)
+
+
+def _hold(backlog: deque[Task], tasks: Sequence[Task]) -> None:
+    """Most urgent first, in the order handed within a priority: a task claimed for
+    this busy worker because it is more urgent than all it holds runs next."""
+    if backlog and max((task.priority for task in tasks), default=0) > backlog[-1].priority:
+        merged = sorted([*backlog, *tasks], key=_urgency)
+        backlog.clear()
+        backlog.extend(merged)
+    else:
+        backlog.extend(tasks)
+
+
+def _urgency(task: Task) -> int:
+    return -task.priority
 
 
 def _stop(state: _State, task_id: int, *, suspend: bool) -> None:

@@ -36,15 +36,23 @@ class Completion:
 class ExecutionOps:
     connection: Connection
 
-    def claim(self, worker_ids: Sequence[int], now: datetime, per_worker: int = 1) -> list[Task]:
+    def claim(
+        self,
+        worker_ids: Sequence[int],
+        now: datetime,
+        per_worker: int = 1,
+        above: int | None = None,
+    ) -> list[Task]:
         """Hand the most urgent pending tasks to ``worker_ids``, up to ``per_worker`` each.
 
         A read and a take however many workers (``hot.claim``). The attempt counter
         goes up with every claim; it is the fencing token that ``finish`` checks,
         so the result of an execution that was taken away (paused, deleted,
-        re-queued) can never land.
+        re-queued) can never land. ``above``: only tasks of a higher priority.
         """
-        return hot.claim(self.connection, worker_ids, now, per_worker) if worker_ids else []
+        if not worker_ids:
+            return []
+        return hot.claim(self.connection, worker_ids, now, per_worker, above)
 
     def finish(
         self,

@@ -85,10 +85,16 @@ class HotStatements:
         # ``ix_tasks_ready``, which is also the plan it picks with statistics. Claims
         # run last in a batch, and nothing else in it sorts.
         self.steer_claim = "SET LOCAL enable_sort = off" if dialect.name == "postgresql" else None
-        # Most urgent first, read through ``ix_tasks_ready`` without a sort.
+        # Most urgent first, read through ``ix_tasks_ready`` without a sort; the second
+        # only above a priority (a claim waiting for an urgent task).
         self.ready = (
             f"SELECT {', '.join(CLAIMED_COLUMNS)} FROM tasks"
             f" WHERE {source_status_sql(Action.CLAIM)}"
+            f" ORDER BY priority DESC, id LIMIT {mark}{lock}"
+        )
+        self.ready_above = (
+            f"SELECT {', '.join(CLAIMED_COLUMNS)} FROM tasks"
+            f" WHERE {source_status_sql(Action.CLAIM)} AND priority > {mark}"
             f" ORDER BY priority DESC, id LIMIT {mark}{lock}"
         )
         self.take = (
@@ -272,18 +278,27 @@ def create_many(connection: Connection, news: Sequence[NewTask], now: datetime) 
 
 
 def claim(
-    connection: Connection, worker_ids: Sequence[int], now: datetime, per_worker: int = 1
+    connection: Connection,
+    worker_ids: Sequence[int],
+    now: datetime,
+    per_worker: int = 1,
+    above: int | None = None,
 ) -> list[Task]:
     """Read the ready rows, then take them in one go (a few statements on SQLite).
 
     Up to ``per_worker`` tasks each, dealt round by round (most urgent first): a
-    worker gets a second task only when every worker of the claim has one.
+    worker gets a second task only when every worker of the claim has one. With
+    ``above``, only tasks of a higher priority: the same walk down ``ix_tasks_ready``,
+    which ends at once when the most urgent ready task is not above it.
     """
     hot = statements_for(connection.dialect)
     db = cursor(connection)
     if hot.steer_claim is not None:
         db.execute(hot.steer_claim)
-    db.execute(hot.ready, (len(worker_ids) * per_worker,))
+    if above is None:
+        db.execute(hot.ready, (len(worker_ids) * per_worker,))
+    else:
+        db.execute(hot.ready_above, (int(above), len(worker_ids) * per_worker))
     pairs = list(zip(db.fetchall(), itertools.cycle(worker_ids)))
     if not pairs:
         return []

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import math
 from collections.abc import AsyncIterator
@@ -33,7 +34,7 @@ from taskq.messages import (
     answer,
     request,
 )
-from taskq.models import Task, WorkerStatus
+from taskq.models import Priority, Task, WorkerStatus
 from tests.actors.conftest import receive, running_task
 
 
@@ -320,3 +321,118 @@ async def test_a_gone_worker_is_forgotten(harness: Harness) -> None:
     harness.idle(1)
 
     await harness.no_claim()
+
+
+# --- a claim waiting for a more urgent task, beside the claims on a deep queue ---
+
+
+def low(task_id: int, worker_id: int) -> Task:
+    return dataclasses.replace(running_task(task_id, worker_id), priority=Priority.LOW)
+
+
+async def busy_on_a_deep_queue(nursery: trio.Nursery) -> Harness:
+    """Workers 1 and 2 busy with full shares of short LOW tasks (3 each); worker 1 then
+    idle again, and its claim sent."""
+    harness, command = await claim_after_reports(nursery, CLAIM_AHEAD_SECONDS / 100)
+    answer(command.reply, outcome.Value([low(10 + n, 1 + n % 2) for n in range(6)]))
+    await trio.testing.wait_all_tasks_blocked()
+    harness.idle(1)
+    return harness
+
+
+async def test_on_a_deep_queue_a_claim_for_a_more_urgent_task_goes_with_the_next(
+    nursery: trio.Nursery,
+) -> None:
+    harness = await busy_on_a_deep_queue(nursery)
+
+    first, second = await receive(harness.writer), await receive(harness.writer)
+
+    urgent, idle = sorted((first, second), key=lambda command: command.worker_ids)[::-1]
+    assert isinstance(urgent, ClaimTasks)
+    assert isinstance(idle, ClaimTasks)
+    assert (idle.worker_ids, idle.above) == ((1,), None)
+    # For the busy worker handed to last, waiting at the writer for one task above LOW.
+    assert (urgent.worker_ids, urgent.per_worker, urgent.wait) == ((2,), 1, True)
+    assert urgent.above == Priority.LOW
+    critical = dataclasses.replace(running_task(30, 2), priority=Priority.CRITICAL)
+    answer(urgent.reply, outcome.Value([critical]))
+    assert await harness.received(2) == [
+        RunTasks((low(11, 2), low(13, 2), low(15, 2))),
+        RunTasks((critical,)),
+    ]
+
+
+async def test_the_claim_for_an_urgent_task_is_made_again_only_with_the_next_claim(
+    nursery: trio.Nursery,
+) -> None:
+    harness = await busy_on_a_deep_queue(nursery)
+    commands = [await receive(harness.writer), await receive(harness.writer)]
+    urgent = next(command for command in commands if command.above is not None)
+    idle = next(command for command in commands if command.above is None)
+
+    answer(urgent.reply, outcome.Value([]))
+    await harness.no_claim()
+    answer(idle.reply, outcome.Value([low(20, 1), low(21, 1), low(22, 1)]))
+    await trio.testing.wait_all_tasks_blocked()
+    harness.idle(1)
+
+    again = [await receive(harness.writer), await receive(harness.writer)]
+    assert sorted(command.above is None for command in again) == [False, True]
+
+
+async def test_no_claim_for_an_urgent_task_after_a_claim_that_could_not_fill_the_shares(
+    nursery: trio.Nursery,
+) -> None:
+    harness, command = await claim_after_reports(nursery, CLAIM_AHEAD_SECONDS / 100)
+    answer(command.reply, outcome.Value([low(10, 1), low(11, 2)]))
+    await trio.testing.wait_all_tasks_blocked()
+
+    harness.idle(1)
+
+    assert (await receive(harness.writer)).above is None
+    await harness.no_claim()
+
+
+async def test_no_claim_for_an_urgent_task_while_the_queue_holds_critical_ones(
+    nursery: trio.Nursery,
+) -> None:
+    harness, command = await claim_after_reports(nursery, CLAIM_AHEAD_SECONDS / 100)
+    critical = [
+        dataclasses.replace(running_task(10 + n, 1 + n % 2), priority=Priority.CRITICAL)
+        for n in range(6)
+    ]
+    answer(command.reply, outcome.Value(critical))
+    await trio.testing.wait_all_tasks_blocked()
+
+    harness.idle(1)
+
+    assert (await receive(harness.writer)).above is None
+    await harness.no_claim()
+
+
+async def test_stop_dispatching_withdraws_the_claim_for_an_urgent_task(
+    nursery: trio.Nursery,
+) -> None:
+    harness = await busy_on_a_deep_queue(nursery)
+    commands = [await receive(harness.writer), await receive(harness.writer)]
+    idle = next(command for command in commands if command.above is None)
+    answer(idle.reply, outcome.Value([low(20, 1), low(21, 1), low(22, 1)]))
+    await trio.testing.wait_all_tasks_blocked()
+
+    await request(harness.inbox, StopDispatching)
+
+    assert isinstance(await receive(harness.writer), WithdrawClaim)
+
+
+async def test_an_empty_answer_while_the_urgent_claim_waits_withdraws_it(
+    nursery: trio.Nursery,
+) -> None:
+    harness = await busy_on_a_deep_queue(nursery)
+    commands = [await receive(harness.writer), await receive(harness.writer)]
+    idle = next(command for command in commands if command.above is None)
+
+    # Nothing ready: the writer parked the urgent claim and answered this one.
+    answer(idle.reply, outcome.Value([]))
+
+    assert isinstance(await receive(harness.writer), WithdrawClaim)
+    assert await harness.claim([]) == (1,)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 from collections.abc import Mapping
@@ -37,7 +38,7 @@ from taskq.messages import (
     answer,
     request,
 )
-from taskq.models import NewTask, TaskStatus, Worker, WorkerStatus
+from taskq.models import NewTask, Priority, TaskStatus, Worker, WorkerStatus
 from taskq.registry import Registry, TaskContext
 from taskq.runtimes import Runtimes
 from taskq.store import Store
@@ -241,6 +242,23 @@ async def test_a_task_arriving_while_busy_runs_next(started: Harness) -> None:
     started.handlers.release.set()
 
     assert [(await receive(started.finished)).task_id for _ in range(2)] == [5, 6]
+
+
+async def test_a_more_urgent_task_handed_while_busy_runs_before_the_backlog(
+    started: Harness,
+) -> None:
+    started.run(5, "hold")
+    started.run_all((6, "plain", None), (7, "plain", None))
+    low = dataclasses.replace(running_task(8, WORKER, name="plain"), priority=Priority.LOW)
+    urgent = dataclasses.replace(running_task(9, WORKER, name="plain"), priority=Priority.CRITICAL)
+    await wait(started.handlers.started)
+    started.inbox.send_nowait(RunTasks((low,)))
+    started.inbox.send_nowait(RunTasks((urgent,)))
+    await started.no_finish()
+
+    started.handlers.release.set()
+
+    assert [(await receive(started.finished)).task_id for _ in range(5)] == [5, 9, 6, 7, 8]
 
 
 async def test_tasks_handed_at_once_run_in_order_then_one_idle_announcement(

@@ -100,6 +100,13 @@ def test_the_claim_walks_ix_tasks_ready_in_claim_order(queue: Store) -> None:
     assert "INDEX ix_tasks_ready (status=?)" in plan, plan
     assert "TEMP B-TREE" not in plan, plan
 
+
+def test_the_claim_above_a_priority_walks_ix_tasks_ready_too(queue: Store) -> None:
+    with queue.engine.connect() as connection:
+        plan = explain(queue, hot.statements_for(connection.dialect).ready_above, (1, 256))
+    assert "INDEX ix_tasks_ready" in plan, plan
+    assert "TEMP B-TREE" not in plan, plan
+
     with queue.transaction() as tx:
         claimed = tx.claim(list(range(1, WORKERS + 1)), NOW, per_worker=8)
     assert [task.priority for task in claimed] == [4] * len(claimed)

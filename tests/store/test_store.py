@@ -97,6 +97,19 @@ def test_claim_deals_up_to_per_worker_tasks_each_in_rounds(store: Store) -> None
     assert [get(store, task.id).worker_id for task in tasks] == [7, 3, 7, 3, None]
 
 
+def test_claim_above_a_priority_takes_only_more_urgent_tasks(store: Store) -> None:
+    create(store, priority=Priority.LOW)
+    with store.transaction() as tx:
+        assert tx.claim((7,), NOW, above=Priority.LOW) == []
+    high = create(store, priority=Priority.HIGH)
+    critical = create(store, priority=Priority.CRITICAL)
+
+    with store.transaction() as tx:
+        claimed = tx.claim((7, 3), NOW, per_worker=2, above=Priority.MEDIUM)
+
+    assert [(task.id, task.worker_id) for task in claimed] == [(critical.id, 7), (high.id, 3)]
+
+
 def test_claim_per_worker_on_a_short_queue_gives_one_each_first(store: Store) -> None:
     first, second = create(store), create(store)
 
