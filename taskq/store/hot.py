@@ -87,16 +87,11 @@ class HotStatements:
         self.steer_claim = "SET LOCAL enable_sort = off" if dialect.name == "postgresql" else None
         # Most urgent first, read through ``ix_tasks_ready`` without a sort; the second
         # only above a priority (a claim waiting for an urgent task).
-        self.ready = (
-            f"SELECT {', '.join(CLAIMED_COLUMNS)} FROM tasks"
-            f" WHERE {source_status_sql(Action.CLAIM)}"
-            f" ORDER BY priority DESC, id LIMIT {mark}{lock}"
-        )
-        self.ready_above = (
-            f"SELECT {', '.join(CLAIMED_COLUMNS)} FROM tasks"
-            f" WHERE {source_status_sql(Action.CLAIM)} AND priority > {mark}"
-            f" ORDER BY priority DESC, id LIMIT {mark}{lock}"
-        )
+        columns = ", ".join(CLAIMED_COLUMNS)
+        ready = f"SELECT {columns} FROM tasks WHERE {source_status_sql(Action.CLAIM)}"
+        in_claim_order = f" ORDER BY priority DESC, id LIMIT {mark}{lock}"
+        self.ready = ready + in_claim_order
+        self.ready_above = f"{ready} AND priority > {mark}{in_claim_order}"
         self.take = (
             f"UPDATE tasks SET status = '{TaskStatus.RUNNING}', attempt = attempt + 1,"
             " attempts = attempts + 1,"
