@@ -24,7 +24,8 @@ far below the server's cost, so the client is not the bottleneck):
 * ``throughput_http``: N single ``POST /api/tasks/`` over C connections.
 * ``throughput_batch``: N tasks through ``POST /api/tasks/batch`` (1,000 a request).
 * ``http``: requests/s and latency of create and get (server with no workers, so
-  only the API is measured) against a bare Quart-Trio endpoint served the same way.
+  only the API is measured) against a bare Quart-Trio endpoint served the same way,
+  in rounds that take turns between the two servers.
 * ``scale``: claim rate with 1,000 and with N (default 1,000,000) tasks queued,
   ``GET /api/tasks/?status=pending&limit=100`` latency and the server's RSS at depth.
 * ``priority``: CRITICAL tasks submitted one at a time behind 100,000 queued LOW ones;
@@ -43,6 +44,7 @@ sys.path[:] = [entry for entry in sys.path if Path(entry or ".").resolve() != _H
 import argparse  # noqa: E402
 import functools  # noqa: E402
 import gc  # noqa: E402
+import itertools  # noqa: E402
 import json  # noqa: E402
 import os  # noqa: E402
 import re  # noqa: E402
@@ -84,6 +86,8 @@ LISTENING = re.compile(r"(?:taskq listening on|bare listening on) (?P<url>http:/
 DEFAULT_WORKERS = 32
 SCALE_SAMPLE = 1000
 PRIORITY_SAMPLES = 20
+# The http scenario's turns between taskq and the bare stack.
+HTTP_ROUNDS = 3
 # Between CRITICAL tasks, so that each meets workers busy with LOW ones again.
 PRIORITY_SPACING_SECONDS = 0.05
 MARK_POLL_SECONDS = 0.001
@@ -572,20 +576,29 @@ def rate(elapsed: float, times: list[float]) -> Json:
 
 
 async def http(args: argparse.Namespace) -> Json:
+    """Creates and gets on taskq and POSTs on the bare stack, in ``HTTP_ROUNDS`` rounds that
+    take turns (taskq creates, bare, taskq gets of what was just created), both servers up
+    throughout: a stretch of a busier machine falls on both sides alike."""
     creates = [("POST", "/api/tasks/", echo_body(number)) for number in range(args.n)]
-    with fresh_database(args.db) as url, taskq_server(url, 0) as server:
-        await load(server, args.connections, creates[: args.n // 10], 201)  # warm-up
-        elapsed, times, bodies = await load(server, args.connections, creates, 201)
-        create = rate(elapsed, times)
-        gets = [("GET", f"/api/tasks/{body['id']}", None) for body in bodies]
-        elapsed, times, _ = await load(server, args.connections, gets, 200)
-        get = rate(elapsed, times)
+    bare_posts = [("POST", "/bare", echo_body(number)) for number in range(args.n)]
     bare_argv = [sys.executable, str(_HERE / "taskq.py"), "serve_bare"]
-    with serve(bare_argv) as server:
-        bare_requests = [("POST", "/bare", echo_body(number)) for number in range(args.n)]
-        await load(server, args.connections, bare_requests[: args.n // 10], 201)
-        elapsed, times, _ = await load(server, args.connections, bare_requests, 201)
-        bare = rate(elapsed, times)
+    runs: dict[str, list[tuple[float, list[float]]]] = {"create": [], "get": [], "bare": []}
+    with (
+        fresh_database(args.db) as url,
+        taskq_server(url, 0) as server,
+        serve(bare_argv) as bare_server,
+    ):
+        await load(server, args.connections, creates[: args.n // 10], 201)  # warm-up
+        await load(bare_server, args.connections, bare_posts[: args.n // 10], 201)
+        for part in _parts(args.n, HTTP_ROUNDS):
+            elapsed, times, bodies = await load(server, args.connections, creates[part], 201)
+            runs["create"].append((elapsed, times))
+            elapsed, times, _ = await load(bare_server, args.connections, bare_posts[part], 201)
+            runs["bare"].append((elapsed, times))
+            gets = [("GET", f"/api/tasks/{body['id']}", None) for body in bodies]
+            elapsed, times, _ = await load(server, args.connections, gets, 200)
+            runs["get"].append((elapsed, times))
+    create, get, bare = (_pooled(runs[kind]) for kind in ("create", "get", "bare"))
     return {
         "create": create,
         "get": get,
@@ -596,8 +609,20 @@ async def http(args: argparse.Namespace) -> Json:
         "n": args.n,
         "config": f"python -m taskq --workers 0 (the API alone), {backend(args.db)}; "
         "bare: a Quart-Trio POST route answering 201 {} on hypercorn, same settings; "
-        f"{args.connections} keep-alive connections from a raw-socket Trio client",
+        f"{args.connections} keep-alive connections from a raw-socket Trio client; "
+        f"{HTTP_ROUNDS} rounds taking turns (creates, bare, gets), pooled",
     }
+
+
+def _parts(count: int, rounds: int) -> list[slice]:
+    """``count`` requests in ``rounds`` consecutive slices of (nearly) equal size."""
+    bounds = [count * index // rounds for index in range(rounds + 1)]
+    return [slice(start, end) for start, end in itertools.pairwise(bounds)]
+
+
+def _pooled(runs: list[tuple[float, list[float]]]) -> Json:
+    """The rounds of one kind as one: all their requests over all their seconds."""
+    return rate(sum(elapsed for elapsed, _ in runs), [ms for _, times in runs for ms in times])
 
 
 async def claim_rate(url: str, workers: int, depth: int) -> float:
