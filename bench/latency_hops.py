@@ -27,7 +27,7 @@ import argparse
 import collections
 import statistics
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from typing import Any
 
 import trio
@@ -35,6 +35,7 @@ from sqlalchemy import event
 from sqlalchemy.engine import Engine
 
 from bench.common import LATENCY_PAUSE_SECONDS
+from bench.hooks import before_calls
 from bench.systems.taskq import DEFAULT_WORKERS, Marks, fresh_database, percentile, with_system
 from taskq import queue
 from taskq.actors import dispatcher, worker, writer
@@ -51,16 +52,6 @@ def _number(payload: Mapping[str, Any]) -> int:
     return int(payload.get("n", -1))
 
 
-def _wrap(owner: Any, name: str, before: Callable[..., None]) -> None:
-    original = getattr(owner, name)
-
-    def wrapped(*args: Any, **kwargs: Any) -> Any:
-        before(*args, **kwargs)
-        return original(*args, **kwargs)
-
-    setattr(owner, name, wrapped)
-
-
 def _instrument() -> None:
     submit = queue.Queue.submit
 
@@ -69,7 +60,7 @@ def _instrument() -> None:
         return await submit(self, name, payload, **options)
 
     queue.Queue.submit = timed_submit  # type: ignore[method-assign]
-    _wrap(writer, "drain", lambda *_: latest.update(writer=time.perf_counter()))
+    before_calls(writer, "drain", lambda *_: latest.update(writer=time.perf_counter()))
     event.listen(Engine, "commit", lambda _: latest.update(commit=time.perf_counter()))
     apply_batch = writer.apply_batch
 
@@ -93,20 +84,20 @@ def _instrument() -> None:
         if any(isinstance(command, CreateTask) for command in batch):
             stamps[latest["number"]]["trio"] = time.perf_counter()
 
-    _wrap(writer, "_answer_all", answering)
+    before_calls(writer, "_answer_all", answering)
 
     def claimed(tasks: list[Task]) -> None:
         for task in tasks:
             stamps[_number(task.payload)]["dispatcher"] = time.perf_counter()
 
-    _wrap(dispatcher, "_by_worker", claimed)
+    before_calls(dispatcher, "_by_worker", claimed)
 
     def handed(_worker_id: int, _state: Any, message: Any, _links: Any) -> None:
         if isinstance(message, RunTasks):
             for task in message.tasks:
                 stamps[_number(task.payload)]["worker"] = time.perf_counter()
 
-    _wrap(worker, "_handle", handed)
+    before_calls(worker, "_handle", handed)
 
 
 def _line(label: str, values: list[float]) -> str:

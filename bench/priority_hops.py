@@ -36,7 +36,7 @@ import statistics
 import sys
 import tempfile
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -44,6 +44,7 @@ import outcome
 import trio
 
 import taskq
+from bench.hooks import before_calls
 
 HOPS_FILE_ENV = "BENCH_HOPS_FILE"
 CHAIN = ("post", "route", "writer", "thread", "committed", "answered", "dispatcher", "worker")
@@ -69,16 +70,6 @@ async def mark(payload: Mapping[str, Any]) -> None:
     _stamp(int(payload["n"]), "handler")
 
 
-def _wrap(owner: Any, name: str, before: Callable[..., None]) -> None:
-    original = getattr(owner, name)
-
-    def wrapped(*args: Any, **kwargs: Any) -> Any:
-        before(*args, **kwargs)
-        return original(*args, **kwargs)
-
-    setattr(owner, name, wrapped)
-
-
 def _urgent_numbers(tasks: Any) -> list[int]:
     return [int(task.payload["n"]) for task in tasks if task.name == URGENT]
 
@@ -97,7 +88,7 @@ def _instrument() -> None:
         return await submit(self, name, payload, **options)
 
     queue.Queue.submit = timed_submit  # type: ignore[method-assign]
-    _wrap(writer, "drain", lambda *_: latest.update(writer=time.time()))
+    before_calls(writer, "drain", lambda *_: latest.update(writer=time.time()))
     apply_batch = writer.apply_batch
 
     def timed_apply(store: Any, batch: Any, now: Any) -> Any:
@@ -128,20 +119,20 @@ def _instrument() -> None:
             if isinstance(command, CreateTask) and command.task.name == URGENT:
                 _stamp(int(command.task.payload["n"]), "answered")
 
-    _wrap(writer, "_answer_all", answering)
+    before_calls(writer, "_answer_all", answering)
 
     def claimed(tasks: list[Any]) -> None:
         for number in _urgent_numbers(tasks):
             _stamp(number, "dispatcher")
 
-    _wrap(dispatcher, "_by_worker", claimed)
+    before_calls(dispatcher, "_by_worker", claimed)
 
     def handed(_worker_id: int, state: Any, message: Any, _links: Any) -> None:
         if isinstance(message, RunTasks):
             for number in _urgent_numbers(message.tasks):
                 _stamp(number, "worker")
 
-    _wrap(worker, "_handle", handed)
+    before_calls(worker, "_handle", handed)
 
 
 def _line(label: str, values: list[float]) -> str:

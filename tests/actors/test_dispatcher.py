@@ -380,28 +380,22 @@ async def test_the_claim_for_an_urgent_task_is_made_again_only_with_the_next_cla
     assert sorted(command.above is None for command in again) == [False, True]
 
 
-async def test_no_claim_for_an_urgent_task_after_a_claim_that_could_not_fill_the_shares(
-    nursery: trio.Nursery,
+def critical(task_id: int, worker_id: int) -> Task:
+    return dataclasses.replace(running_task(task_id, worker_id), priority=Priority.CRITICAL)
+
+
+@pytest.mark.parametrize(
+    "handed",
+    [
+        pytest.param([low(10, 1), low(11, 2)], id="the-claim-could-not-fill-the-shares"),
+        pytest.param([critical(10 + n, 1 + n % 2) for n in range(6)], id="nothing-is-more-urgent"),
+    ],
+)
+async def test_no_claim_for_an_urgent_task_where_none_could_come(
+    nursery: trio.Nursery, handed: list[Task]
 ) -> None:
     harness, command = await claim_after_reports(nursery, CLAIM_AHEAD_SECONDS / 100)
-    answer(command.reply, outcome.Value([low(10, 1), low(11, 2)]))
-    await trio.testing.wait_all_tasks_blocked()
-
-    harness.idle(1)
-
-    assert (await receive(harness.writer)).above is None
-    await harness.no_claim()
-
-
-async def test_no_claim_for_an_urgent_task_while_the_queue_holds_critical_ones(
-    nursery: trio.Nursery,
-) -> None:
-    harness, command = await claim_after_reports(nursery, CLAIM_AHEAD_SECONDS / 100)
-    critical = [
-        dataclasses.replace(running_task(10 + n, 1 + n % 2), priority=Priority.CRITICAL)
-        for n in range(6)
-    ]
-    answer(command.reply, outcome.Value(critical))
+    answer(command.reply, outcome.Value(handed))
     await trio.testing.wait_all_tasks_blocked()
 
     harness.idle(1)
