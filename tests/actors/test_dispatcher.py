@@ -340,6 +340,14 @@ async def busy_on_a_deep_queue(nursery: trio.Nursery) -> Harness:
     return harness
 
 
+async def idle_and_urgent_claims(harness: Harness) -> tuple[ClaimTasks, ClaimTasks]:
+    """The claim for idle workers and the claim for an urgent task, sent in either order."""
+    commands = [await receive(harness.writer), await receive(harness.writer)]
+    idle = next(command for command in commands if command.above is None)
+    urgent = next(command for command in commands if command.above is not None)
+    return idle, urgent
+
+
 async def test_on_a_deep_queue_a_claim_for_a_more_urgent_task_goes_with_the_next(
     nursery: trio.Nursery,
 ) -> None:
@@ -366,9 +374,7 @@ async def test_the_claim_for_an_urgent_task_is_made_again_only_with_the_next_cla
     nursery: trio.Nursery,
 ) -> None:
     harness = await busy_on_a_deep_queue(nursery)
-    commands = [await receive(harness.writer), await receive(harness.writer)]
-    urgent = next(command for command in commands if command.above is not None)
-    idle = next(command for command in commands if command.above is None)
+    idle, urgent = await idle_and_urgent_claims(harness)
 
     answer(urgent.reply, outcome.Value([]))
     await harness.no_claim()
@@ -408,8 +414,7 @@ async def test_stop_dispatching_withdraws_the_claim_for_an_urgent_task(
     nursery: trio.Nursery,
 ) -> None:
     harness = await busy_on_a_deep_queue(nursery)
-    commands = [await receive(harness.writer), await receive(harness.writer)]
-    idle = next(command for command in commands if command.above is None)
+    idle, _ = await idle_and_urgent_claims(harness)
     answer(idle.reply, outcome.Value([low(20, 1), low(21, 1), low(22, 1)]))
     await trio.testing.wait_all_tasks_blocked()
 
@@ -422,8 +427,7 @@ async def test_an_empty_answer_while_the_urgent_claim_waits_withdraws_it(
     nursery: trio.Nursery,
 ) -> None:
     harness = await busy_on_a_deep_queue(nursery)
-    commands = [await receive(harness.writer), await receive(harness.writer)]
-    idle = next(command for command in commands if command.above is None)
+    idle, _ = await idle_and_urgent_claims(harness)
 
     # Nothing ready: the writer parked the urgent claim and answered this one.
     answer(idle.reply, outcome.Value([]))
