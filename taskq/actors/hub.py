@@ -244,8 +244,6 @@ def _changes(command: WriterCommand, value: Any) -> Iterator[Draft]:
 def _count(command: WriterCommand, value: Any) -> int:
     """How many changes ``_changes`` makes of one successful command, without making
     them: the commands of every task's path are counted straight from their value."""
-    if isinstance(command, FinishTask):
-        return 1 if value else 0
     match command:
         case FinishTask() | ReportProgress() | RequeueRunning() | RequeueNode() | ReapDeadWorkers():
             # One change if the command took effect: fenced or empty ones change nothing.
