@@ -15,6 +15,10 @@ claim is withdrawn and made again for those who still may; the writer itself
 leaves out of any claim the workers it has set inactive, so no claim already
 on its way can reach them.
 
+On a deep queue of short tasks a claim first waits (``_gathered``, a few ms at
+most) for the workers about to finish their shares too, so that one claim serves
+them all.
+
 On a deep queue a second claim waits at the writer beside the first: for one
 task more urgent than any the last claim handed out, for a busy worker, so
 that such a task is claimed in the commit that stores it rather than with the
@@ -93,6 +97,8 @@ class _State:
         # more urgent is out.
         self.floor: Priority | None = None
         self.urgent_out = False
+        # Set when a worker goes idle; what a claim gathering idle workers waits for.
+        self.went_idle = trio.Event()
 
 
 def _no_suspensions(task_id: int) -> None:
@@ -145,6 +151,7 @@ def _handle(
             state.handed.pop(worker_id, None)
             if worker_id in state.workers and worker_id not in state.inactive:
                 state.idle[worker_id] = None
+                state.went_idle.set()
         case TaskRevoked(task_id=task_id, worker_id=worker_id, suspend=suspend):
             _tell(state, worker_id, StopTask(task_id, suspend))
         case SuspensionVoided(task_id=task_id):
@@ -192,6 +199,7 @@ async def _claim_while_idle(
     backoff = RETRY_FIRST_SECONDS
     try:
         while state.idle and not state.stopped:
+            await _gathered(state)
             worker_ids = tuple(state.idle)
             state.claiming = frozenset(worker_ids)
             per_worker = _per_worker(state)
@@ -217,6 +225,25 @@ async def _claim_while_idle(
             _deliver(state, claimed)
     finally:
         state.claimer = False
+
+
+async def _gathered(state: _State) -> None:
+    """On a deep queue of short tasks, wait until the idle workers are at least as many
+    as those still on their shares, or ``CLAIM_AHEAD_SECONDS`` (about how long a
+    share lasts) has passed.
+
+    A worker that ends its share a moment before the rest would otherwise get a
+    claim of its own; the rest, idle while that claim is out, one after it; and
+    the two groups, each running its share while the other's claim is applied,
+    stay apart round after round: two commits per round instead of one. A worker
+    on a long task counts for one only, so it holds up no claim for long.
+    """
+    if state.floor is None or _per_worker(state) == 1:
+        return
+    with trio.move_on_after(CLAIM_AHEAD_SECONDS):
+        while len(state.idle) < len(state.handed) and not state.stopped:
+            state.went_idle = trio.Event()
+            await state.went_idle.wait()
 
 
 def _claim_urgent(

@@ -130,17 +130,17 @@ async def test_delivers_each_claimed_task_to_its_worker(harness: Harness) -> Non
 
 
 async def claim_after_reports(
-    nursery: trio.Nursery, task_seconds: float | None
+    nursery: trio.Nursery, task_seconds: float | None, workers: tuple[int, ...] = (1, 2)
 ) -> tuple[Harness, ClaimTasks]:
-    """A dispatcher that may hand up to 3 tasks per worker; workers 1 and 2 went idle
+    """A dispatcher that may hand up to 3 tasks per worker; ``workers`` went idle
     saying their tasks took ``task_seconds`` each."""
     inbox_send, inbox = trio.open_memory_channel[DispatcherMessage](math.inf)
     writer_send, writer = trio.open_memory_channel[WriterCommand](math.inf)
     nursery.start_soon(functools.partial(dispatcher.run, inbox, writer_send, per_worker_max=3))
     harness = Harness(inbox_send, writer)
-    harness.join(1, 2)
-    inbox_send.send_nowait(WorkerIdle(1, task_seconds))
-    inbox_send.send_nowait(WorkerIdle(2, task_seconds))
+    harness.join(*workers)
+    for worker_id in workers:
+        inbox_send.send_nowait(WorkerIdle(worker_id, task_seconds))
     command = await receive(harness.writer)
     assert isinstance(command, ClaimTasks)
     return harness, command
@@ -433,4 +433,56 @@ async def test_an_empty_answer_while_the_urgent_claim_waits_withdraws_it(
     answer(idle.reply, outcome.Value([]))
 
     assert isinstance(await receive(harness.writer), WithdrawClaim)
+    assert await harness.claim([]) == (1,)
+
+
+# --- on a deep queue, a claim waits for the workers about to finish their shares ---
+
+
+async def three_busy_on_a_deep_queue(nursery: trio.Nursery) -> Harness:
+    """Workers 1, 2 and 3 on full shares of short LOW tasks (3 each)."""
+    workers = (1, 2, 3)
+    harness, command = await claim_after_reports(nursery, CLAIM_AHEAD_SECONDS / 100, workers)
+    answer(command.reply, outcome.Value([low(10 + n, 1 + n % 3) for n in range(9)]))
+    await trio.testing.wait_all_tasks_blocked()
+    return harness
+
+
+async def test_on_a_deep_queue_a_claim_waits_until_half_the_workers_are_idle(
+    nursery: trio.Nursery, mock_clock: trio.testing.MockClock
+) -> None:
+    harness = await three_busy_on_a_deep_queue(nursery)
+
+    harness.idle(1)
+    await harness.no_claim()
+    harness.idle(2)
+
+    idle, _ = await idle_and_urgent_claims(harness)
+    assert idle.worker_ids == (1, 2)
+
+
+async def test_a_claim_waits_for_busy_workers_no_longer_than_a_share_lasts(
+    nursery: trio.Nursery, mock_clock: trio.testing.MockClock
+) -> None:
+    harness = await three_busy_on_a_deep_queue(nursery)
+    harness.idle(1)
+    await harness.no_claim()
+    mock_clock.jump(CLAIM_AHEAD_SECONDS * 0.99)
+    await harness.no_claim()
+
+    mock_clock.jump(CLAIM_AHEAD_SECONDS * 0.02)
+
+    idle, _ = await idle_and_urgent_claims(harness)
+    assert idle.worker_ids == (1,)
+
+
+async def test_a_claim_that_could_not_fill_the_shares_makes_the_next_wait_for_no_one(
+    nursery: trio.Nursery, mock_clock: trio.testing.MockClock
+) -> None:
+    harness, command = await claim_after_reports(nursery, CLAIM_AHEAD_SECONDS / 100, (1, 2, 3))
+    answer(command.reply, outcome.Value([low(10 + n, 1 + n % 3) for n in range(6)]))
+    await trio.testing.wait_all_tasks_blocked()
+
+    harness.idle(1)
+
     assert await harness.claim([]) == (1,)
