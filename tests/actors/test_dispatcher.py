@@ -5,7 +5,7 @@ from __future__ import annotations
 import dataclasses
 import functools
 import math
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 
 import outcome
@@ -439,49 +439,49 @@ async def test_an_empty_answer_while_the_urgent_claim_waits_withdraws_it(
 # --- on a deep queue, a claim waits for the workers about to finish their shares ---
 
 
-async def three_busy_on_a_deep_queue(nursery: trio.Nursery) -> Harness:
-    """Workers 1, 2 and 3 on full shares of short LOW tasks (3 each)."""
+async def three_on_short_tasks(nursery: trio.Nursery, handed: int) -> Harness:
+    """Workers 1, 2 and 3 handed ``handed`` short LOW tasks, in shares of up to 3."""
     workers = (1, 2, 3)
     harness, command = await claim_after_reports(nursery, CLAIM_AHEAD_SECONDS / 100, workers)
-    answer(command.reply, outcome.Value([low(10 + n, 1 + n % 3) for n in range(9)]))
+    answer(command.reply, outcome.Value([low(10 + n, 1 + n % 3) for n in range(handed)]))
     await trio.testing.wait_all_tasks_blocked()
     return harness
 
 
-async def test_on_a_deep_queue_a_claim_waits_until_half_the_workers_are_idle(
-    nursery: trio.Nursery, mock_clock: trio.testing.MockClock
-) -> None:
-    harness = await three_busy_on_a_deep_queue(nursery)
-
-    harness.idle(1)
-    await harness.no_claim()
+def another_worker_goes_idle(harness: Harness, _clock: trio.testing.MockClock) -> None:
     harness.idle(2)
 
-    idle, _ = await idle_and_urgent_claims(harness)
-    assert idle.worker_ids == (1, 2)
+
+def a_share_s_length_passes(_harness: Harness, clock: trio.testing.MockClock) -> None:
+    clock.jump(CLAIM_AHEAD_SECONDS * 0.02)
 
 
-async def test_a_claim_waits_for_busy_workers_no_longer_than_a_share_lasts(
-    nursery: trio.Nursery, mock_clock: trio.testing.MockClock
+@pytest.mark.parametrize(
+    ("ends_the_wait", "claimed_for"),
+    [(another_worker_goes_idle, (1, 2)), (a_share_s_length_passes, (1,))],
+)
+async def test_on_a_deep_queue_a_claim_waits_for_half_the_workers_or_a_share_s_length(
+    nursery: trio.Nursery,
+    mock_clock: trio.testing.MockClock,
+    ends_the_wait: Callable[[Harness, trio.testing.MockClock], None],
+    claimed_for: tuple[int, ...],
 ) -> None:
-    harness = await three_busy_on_a_deep_queue(nursery)
+    harness = await three_on_short_tasks(nursery, handed=9)
     harness.idle(1)
     await harness.no_claim()
     mock_clock.jump(CLAIM_AHEAD_SECONDS * 0.99)
     await harness.no_claim()
 
-    mock_clock.jump(CLAIM_AHEAD_SECONDS * 0.02)
+    ends_the_wait(harness, mock_clock)
 
     idle, _ = await idle_and_urgent_claims(harness)
-    assert idle.worker_ids == (1,)
+    assert idle.worker_ids == claimed_for
 
 
 async def test_a_claim_that_could_not_fill_the_shares_makes_the_next_wait_for_no_one(
     nursery: trio.Nursery, mock_clock: trio.testing.MockClock
 ) -> None:
-    harness, command = await claim_after_reports(nursery, CLAIM_AHEAD_SECONDS / 100, (1, 2, 3))
-    answer(command.reply, outcome.Value([low(10 + n, 1 + n % 3) for n in range(6)]))
-    await trio.testing.wait_all_tasks_blocked()
+    harness = await three_on_short_tasks(nursery, handed=6)
 
     harness.idle(1)
 
