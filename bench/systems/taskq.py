@@ -86,8 +86,9 @@ LISTENING = re.compile(r"(?:taskq listening on|bare listening on) (?P<url>http:/
 DEFAULT_WORKERS = 32
 SCALE_SAMPLE = 1000
 PRIORITY_SAMPLES = 20
-# The http scenario's turns between taskq and the bare stack.
-HTTP_ROUNDS = 3
+# The http scenario's turns between taskq and the bare stack: short turns, so that a slower
+# stretch of this shared machine falls on both sides alike.
+HTTP_ROUNDS = 6
 # Between CRITICAL tasks, so that each meets workers busy with LOW ones again.
 PRIORITY_SPACING_SECONDS = 0.05
 MARK_POLL_SECONDS = 0.001
