@@ -200,6 +200,8 @@ async def _claim_while_idle(
     try:
         while state.idle and not state.stopped:
             await _gathered(state)
+            if not state.idle or state.stopped:
+                break
             worker_ids = tuple(state.idle)
             state.claiming = frozenset(worker_ids)
             per_worker = _per_worker(state)

@@ -486,3 +486,16 @@ async def test_a_claim_that_could_not_fill_the_shares_makes_the_next_wait_for_no
     harness.idle(1)
 
     assert await harness.claim([]) == (1,)
+
+
+async def test_a_stop_while_a_claim_waits_for_busy_workers_sends_no_claim(
+    nursery: trio.Nursery, mock_clock: trio.testing.MockClock
+) -> None:
+    harness = await three_on_short_tasks(nursery, handed=9)
+    harness.idle(1)
+    await harness.no_claim()
+
+    await request(harness.inbox, StopDispatching)
+    mock_clock.jump(CLAIM_AHEAD_SECONDS * 2)
+
+    await harness.no_claim()
