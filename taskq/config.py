@@ -17,12 +17,6 @@ DEFAULT_GRACE_SECONDS = 10.0
 DEFAULT_LOG_LEVEL = "INFO"
 
 HEARTBEAT_INTERVAL_SECONDS = 5.0
-# Workers started together would heartbeat together, in one writer batch that holds
-# up every other write (a due task's promotion, a new task's claim) for tens of ms;
-# each worker's first beat comes later by its share (worker id modulo this many
-# phases) of half an interval, so their beats come in small groups. More phases make
-# each hold-up shorter but cost more commits (each batch also reruns the parked claim).
-HEARTBEAT_PHASES = 8
 
 # Cluster (several processes on one PostgreSQL database). A worker whose last
 # heartbeat is older than the dead-after timeout belongs to a dead node: the
