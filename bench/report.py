@@ -90,11 +90,37 @@ def ratio(ours: Any, theirs: Any) -> str:
     return f"{ours / theirs:.2f}"
 
 
+def median_round(rounds: Sequence[Document], metric: str) -> Document:
+    """One column's outcome from its rounds: the round whose ``metric`` is the median
+    (the lower middle one of an even count), with every round's figure under
+    ``rounds``. A failed round is the column's outcome: a median never hides a failure."""
+    if len(rounds) == 1:
+        return rounds[0]
+    failed = [outcome for outcome in rounds if outcome["status"] != "ok"]
+    if failed:
+        return failed[0]
+    ranked = sorted(rounds, key=lambda outcome: outcome["result"][metric])
+    figures = [outcome["result"][metric] for outcome in rounds]
+    return {**ranked[(len(ranked) - 1) // 2], "rounds": {"of": metric, "figures": figures}}
+
+
+def rounds_said(outcome: Document) -> str:
+    """What a column measured in rounds shows, and every round's figure in turn."""
+    rounds = outcome.get("rounds")
+    if not rounds:
+        return ""
+    figures = ", ".join(number(figure) for figure in rounds["figures"])
+    return (
+        f" (the median of {len(rounds['figures'])} rounds taken in turns, "
+        f"by {rounds['of']}: {figures})"
+    )
+
+
 def configurations(document: Document) -> list[str]:
     lines = [""]
     for name, outcome in document["systems"].items():
         if outcome["status"] == "ok":
-            lines.append(f"- {name}: {outcome['result'].get('config', '')}")
+            lines.append(f"- {name}: {outcome['result'].get('config', '')}{rounds_said(outcome)}")
         else:
             lines.append(f"- {name}: {outcome['status']}: {outcome['error']}")
     return lines

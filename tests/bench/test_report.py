@@ -25,3 +25,34 @@ def test_nothing_is_said_when_the_disk_never_stalled() -> None:
     document = {"systems": {"taskq": {"disk": {"samples": 10, "stalls": 0}}}}
 
     assert report.disk_stalls(document) == ""
+
+
+def _round(figure: float, status: str = "ok") -> dict[str, object]:
+    return {"status": status, "result": {"end_to_end_per_s": figure, "n": 10}, "error": ""}
+
+
+def test_a_column_in_rounds_shows_its_median_round_and_lists_every_round() -> None:
+    chosen = report.median_round(
+        [_round(900.0), _round(1500.0), _round(1200.0)], "end_to_end_per_s"
+    )
+
+    assert chosen["result"]["end_to_end_per_s"] == 1200.0
+    assert chosen["rounds"] == {"of": "end_to_end_per_s", "figures": [900.0, 1500.0, 1200.0]}
+    assert "median of 3 rounds taken in turns, by end_to_end_per_s: 900, 1,500, 1,200" in (
+        report.rounds_said(chosen)
+    )
+
+
+def test_a_failed_round_is_the_columns_outcome() -> None:
+    chosen = report.median_round(
+        [_round(900.0), _round(0.0, status="failed"), _round(1200.0)], "end_to_end_per_s"
+    )
+
+    assert chosen["status"] == "failed"
+
+
+def test_a_column_run_once_says_nothing_of_rounds() -> None:
+    once = report.median_round([_round(900.0)], "end_to_end_per_s")
+
+    assert once["result"]["end_to_end_per_s"] == 900.0
+    assert report.rounds_said(once) == ""
