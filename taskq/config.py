@@ -18,6 +18,12 @@ DEFAULT_LOG_LEVEL = "INFO"
 
 HEARTBEAT_INTERVAL_SECONDS = 5.0
 
+# The scheduler makes a task pending this long before its ``scheduled_at``, and the
+# worker that takes it holds it until that instant (its ``started_at`` is that instant):
+# the promotion's commit, with its fsync and any stall of the disk, happens ahead of the
+# task's time rather than between it and the handler. Meanwhile the task shows as running.
+SCHEDULE_LEAD_SECONDS = 0.025
+
 # Cluster (several processes on one PostgreSQL database). A worker whose last
 # heartbeat is older than the dead-after timeout belongs to a dead node: the
 # reaper of a live node re-queues its tasks. The CLI runs the heartbeat

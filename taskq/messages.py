@@ -214,9 +214,10 @@ class ReportProgress:
 
 @dataclass(frozen=True, slots=True)
 class PromoteDueTasks:
-    """Make scheduled tasks due at ``now`` pending; answers the next due time."""
+    """Make pending the scheduled tasks due by ``due_by`` (a moment ahead of now: their
+    workers hold them until their time); answers the next due time after that."""
 
-    now: datetime
+    due_by: datetime
     reply: Reply | None
 
 

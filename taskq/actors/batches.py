@@ -281,8 +281,8 @@ def _apply(tx: Tx, command: WriterCommand, now: datetime) -> tuple[Any, list[Eve
             return written, []
         case ReportProgress(task_id=task_id, attempt=attempt, progress=progress):
             return tx.record_progress(task_id, attempt, progress, now), []
-        case PromoteDueTasks(now=due_by):
-            promoted, next_due = tx.promote_due(due_by)
+        case PromoteDueTasks(due_by=due_by):
+            promoted, next_due = tx.promote_due(due_by, now)
             return next_due, [TasksReady()] if promoted else []
         case RequeueRunning(worker_id=worker_id):
             requeued = tx.requeue_running(worker_id, now)

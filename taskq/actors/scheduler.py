@@ -3,9 +3,11 @@
 Its whole state is the earliest due time it knows of. It sleeps until then,
 asks the writer to promote what is due (the writer answers with the next due
 time, read in the same transaction), and is woken early by ``TaskScheduled``
-when a nearer time arrives. The wall clock decides what is due, so a task is
-never started before its ``scheduled_at``; the Trio clock only times the sleep,
-which lets tests drive it with ``autojump_clock``.
+when a nearer time arrives. It wakes ``SCHEDULE_LEAD_SECONDS`` before a due
+time and promotes what is due by then: the commit lands before the task's time,
+and the worker that takes the task holds it until that time. The wall clock
+decides what is due, so a task is never started before its ``scheduled_at``; the
+Trio clock only times the sleep, which lets tests drive it with ``autojump_clock``.
 """
 
 from __future__ import annotations
@@ -13,11 +15,11 @@ from __future__ import annotations
 import logging
 import math
 from collections.abc import Callable
-from datetime import datetime
+from datetime import datetime, timedelta
 
 import trio
 
-from taskq.config import RETRY_FIRST_SECONDS, RETRY_MAX_SECONDS
+from taskq.config import RETRY_FIRST_SECONDS, RETRY_MAX_SECONDS, SCHEDULE_LEAD_SECONDS
 from taskq.errors import Unavailable
 from taskq.messages import PromoteDueTasks, SchedulerMessage, TaskScheduled, WriterCommand, request
 from taskq.models import utcnow
@@ -30,16 +32,19 @@ async def run(
     writer: trio.MemorySendChannel[WriterCommand],
     *,
     clock: Callable[[], datetime] = utcnow,
+    lead_seconds: float = SCHEDULE_LEAD_SECONDS,
 ) -> None:
-    next_due = await _promote(writer, clock)
+    lead = timedelta(seconds=lead_seconds)
+    next_due = await _promote(writer, clock, lead)
     while True:
-        with trio.move_on_at(_wake_time(next_due, clock)) as sleep:
+        wake = None if next_due is None else next_due - lead
+        with trio.move_on_at(_wake_time(wake, clock)) as sleep:
             try:
                 message = await inbox.receive()
             except trio.EndOfChannel:
                 return
         if sleep.cancelled_caught:
-            next_due = await _promote(writer, clock)
+            next_due = await _promote(writer, clock, lead)
             continue
         match message:
             case TaskScheduled(at=at):
@@ -47,14 +52,15 @@ async def run(
 
 
 async def _promote(
-    writer: trio.MemorySendChannel[WriterCommand], clock: Callable[[], datetime]
+    writer: trio.MemorySendChannel[WriterCommand], clock: Callable[[], datetime], lead: timedelta
 ) -> datetime | None:
-    """Promote what is due; while the database is away, keep trying with backoff."""
+    """Promote what is due within ``lead``; while the database is away, keep trying
+    with backoff."""
     backoff = RETRY_FIRST_SECONDS
     while True:
         try:
             next_due: datetime | None = await request(
-                writer, lambda reply: PromoteDueTasks(clock(), reply)
+                writer, lambda reply: PromoteDueTasks(clock() + lead, reply)
             )
             return next_due
         except Unavailable as exc:
@@ -63,7 +69,7 @@ async def _promote(
         backoff = min(backoff * 2, RETRY_MAX_SECONDS)
 
 
-def _wake_time(next_due: datetime | None, clock: Callable[[], datetime]) -> float:
-    if next_due is None:
+def _wake_time(wake: datetime | None, clock: Callable[[], datetime]) -> float:
+    if wake is None:
         return math.inf
-    return trio.current_time() + max(0.0, (next_due - clock()).total_seconds())
+    return trio.current_time() + max(0.0, (wake - clock()).total_seconds())

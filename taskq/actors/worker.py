@@ -32,8 +32,9 @@ import functools
 import logging
 import math
 from collections import deque
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from datetime import datetime
 
 import outcome
 import trio
@@ -57,7 +58,7 @@ from taskq.messages import (
     answer,
     request,
 )
-from taskq.models import Task, WorkerStatus
+from taskq.models import Task, WorkerStatus, utcnow
 from taskq.registry import Registry
 from taskq.runtimes import Runtimes
 
@@ -108,10 +109,12 @@ class Links:
 
 @dataclass(frozen=True, slots=True)
 class Handlers:
-    """What a worker runs tasks with: the handlers by name, and where they run."""
+    """What a worker runs tasks with: the handlers by name, where they run, and the wall
+    clock that says when a task's ``scheduled_at`` has come."""
 
     registry: Registry
     runtimes: Runtimes
+    clock: Callable[[], datetime] = utcnow
 
 
 async def run(
@@ -227,6 +230,7 @@ async def _ending(
     stopper: trio.CancelScope,
 ) -> Outcome | None:
     """Run ``task``; its outcome, or None when there is none to report here."""
+    await _until_its_time(task, state, stopper, handlers.clock)
     runtimes = handlers.runtimes
     suspended = runtimes.take(task.id)
     registration = handlers.registry.get(task.name)
@@ -245,6 +249,22 @@ async def _ending(
         suspended.adopt(task, worker_id)
         ended = await suspended.ending()
     return ended if isinstance(ended, Outcome) else None
+
+
+async def _until_its_time(
+    task: Task, state: _State, stopper: trio.CancelScope, clock: Callable[[], datetime]
+) -> None:
+    """A task the scheduler promoted ahead of its ``scheduled_at`` (``SCHEDULE_LEAD_SECONDS``)
+    starts at that instant by the wall clock, never before; a stop meanwhile ends it here."""
+    if task.scheduled_at is None:
+        return
+    state.stoppable = stopper
+    try:
+        # The wall clock says when, not an event; Trio's clock only times each wait.
+        while (ahead := (task.scheduled_at - clock()).total_seconds()) > 0:  # noqa: ASYNC110
+            await trio.sleep(ahead)
+    finally:
+        state.stoppable = None
 
 
 async def _send(writer: trio.MemorySendChannel[WriterCommand], command: WriterCommand) -> None:

@@ -36,6 +36,9 @@ _INSERTED += ("max_attempts", "timeout")
 PRIORITIES = {int(priority): priority for priority in Priority}
 # A status as the plain text stored, without a call to ``str`` per row.
 _STATUS_TEXT = {status: str(status) for status in TaskStatus}
+# A claimed task starts now, or at its scheduled_at if the scheduler promoted it ahead
+# of that (``SCHEDULE_LEAD_SECONDS``): its worker holds it until then. The stamp twice.
+_STARTED = "CASE WHEN scheduled_at > {mark} THEN scheduled_at ELSE {mark} END"
 # SQLite allows 32,766 parameters in a statement; nine a row stays far below that.
 STATEMENT_ROWS_MAX = 512
 
@@ -95,8 +98,8 @@ class HotStatements:
         self.take = (
             f"UPDATE tasks SET status = '{TaskStatus.RUNNING}', attempt = attempt + 1,"
             " attempts = attempts + 1,"
-            f" worker_id = {mark}, started_at = {mark}, completed_at = NULL,"
-            f" updated_at = {mark} WHERE id = {mark}"
+            f" worker_id = {mark}, started_at = {_STARTED.format(mark=mark)},"
+            f" completed_at = NULL, updated_at = {mark} WHERE id = {mark}"
         )
         self.finish = (
             f"UPDATE tasks SET status = {mark}, result = {mark}, error = {mark},"
@@ -125,43 +128,47 @@ class HotStatements:
         time_value = conversions.once_each(self._time_value)
         # By position: calling a class with keywords builds a dict of them on every call.
         # tests/store checks that a claimed task equals the stored row, field by field.
-        return [
-            Task(
-                task_id,
-                name,
-                json_value(payload),
-                PRIORITIES[priority],
-                None if scheduled_at is None else time_value(scheduled_at),
-                TaskStatus.RUNNING,
-                time_value(created_at),
-                now,
-                now,
-                None,
-                worker_id,
-                None if result is None else json_value(result),
-                error,
-                attempt + 1,
-                attempts + 1,
-                max_attempts,
-                timeout,
-                None if progress is None else json_value(progress),
+        claimed: list[Task] = []
+        for (
+            task_id,
+            name,
+            payload,
+            priority,
+            scheduled_at,
+            created_at,
+            result,
+            error,
+            attempt,
+            attempts,
+            max_attempts,
+            timeout,
+            progress,
+        ), worker_id in pairs:
+            scheduled = None if scheduled_at is None else time_value(scheduled_at)
+            claimed.append(
+                Task(
+                    task_id,
+                    name,
+                    json_value(payload),
+                    PRIORITIES[priority],
+                    scheduled,
+                    TaskStatus.RUNNING,
+                    time_value(created_at),
+                    now,
+                    # As ``_STARTED`` writes it.
+                    scheduled if scheduled is not None and scheduled > now else now,
+                    None,
+                    worker_id,
+                    None if result is None else json_value(result),
+                    error,
+                    attempt + 1,
+                    attempts + 1,
+                    max_attempts,
+                    timeout,
+                    None if progress is None else json_value(progress),
+                )
             )
-            for (
-                task_id,
-                name,
-                payload,
-                priority,
-                scheduled_at,
-                created_at,
-                result,
-                error,
-                attempt,
-                attempts,
-                max_attempts,
-                timeout,
-                progress,
-            ), worker_id in pairs
-        ]
+        return claimed
 
     def insert(self, rows: int) -> str:
         """``INSERT`` of ``rows`` tasks in one statement; it answers their ids unless
@@ -175,13 +182,13 @@ class HotStatements:
         return self._sized["insert", rows]
 
     def take_values(self, rows: int) -> str:
-        """``take`` of ``rows`` tasks in one statement: the (started_at, updated_at)
-        stamp, then (id, worker id) for each task (SQLite's SQL)."""
+        """``take`` of ``rows`` tasks in one statement: the stamp for started_at (twice,
+        ``_STARTED``) and updated_at, then (id, worker id) for each task (SQLite's SQL)."""
         if ("take", rows) not in self._sized:
             self._sized["take", rows] = (
                 f"UPDATE tasks SET status = '{TaskStatus.RUNNING}', attempt = attempt + 1,"
-                " attempts = attempts + 1, worker_id = v.column2, started_at = ?,"
-                " completed_at = NULL, updated_at = ?"
+                " attempts = attempts + 1, worker_id = v.column2,"
+                f" started_at = {_STARTED.format(mark='?')}, completed_at = NULL, updated_at = ?"
                 f" FROM (VALUES {', '.join(['(?, ?)'] * rows)}) AS v"
                 " WHERE tasks.id = v.column1"
             )
@@ -300,12 +307,12 @@ def claim(
     stamp = hot.value("started_at", now)
     if hot.one_step:
         for rows in _chunks(len(pairs)):
-            params = [stamp, stamp]
+            params = [stamp, stamp, stamp]
             for row, worker in pairs[rows]:
                 params += (row[0], worker)
             db.execute(hot.take_values(rows.stop - rows.start), params)
     else:
-        db.executemany(hot.take, [(worker, stamp, stamp, row[0]) for row, worker in pairs])
+        db.executemany(hot.take, [(worker, stamp, stamp, stamp, row[0]) for row, worker in pairs])
     return hot.claimed(pairs, now)
 
 

@@ -308,11 +308,12 @@ class Tx(ExecutionOps, NodeOps, WorkerOps):
             updated_at=now,
         )
 
-    def promote_due(self, now: datetime) -> tuple[int, datetime | None]:
-        """Make due scheduled tasks pending; return how many, and when the next is due."""
+    def promote_due(self, due_by: datetime, now: datetime) -> tuple[int, datetime | None]:
+        """Make the scheduled tasks due by ``due_by`` pending; return how many, and when
+        the next is due."""
         promoted = self.connection.execute(
             update(tasks)
-            .where(is_source(Action.PROMOTE), tasks.c.scheduled_at <= now)
+            .where(is_source(Action.PROMOTE), tasks.c.scheduled_at <= due_by)
             .values(status=TaskStatus.PENDING, updated_at=now)
         ).rowcount
         next_due = self.connection.execute(

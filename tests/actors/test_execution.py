@@ -31,6 +31,7 @@ import trio
 import trio.testing
 
 from taskq.actors import dispatcher, scheduler, worker, writer
+from taskq.config import SCHEDULE_LEAD_SECONDS
 from taskq.execution import Permanent
 from taskq.messages import (
     CreateTask,
@@ -131,7 +132,7 @@ async def pipeline(
             )
         )
         found = Pipeline(writer_send)
-        handlers = worker.Handlers(registry, runtimes)
+        handlers = worker.Handlers(registry, runtimes, clock=wall_clock)
         for name in ("w1", "w2"):
             me = await request(writer_send, lambda reply, name=name: CreateWorker(name, reply))
             inbox_send, inbox = trio.open_memory_channel[WorkerMessage](math.inf)
@@ -200,6 +201,26 @@ def starts(registry: Registry) -> Starts:
     registry.task("leave")(found.leave)
     registry.task("hang_asyncio", runtime="asyncio")(found.hang_asyncio)
     return found
+
+
+# --- scheduled tasks ---
+
+
+async def test_a_scheduled_task_is_handed_ahead_and_starts_at_its_time(
+    pipeline: Pipeline, starts: Starts, mock_clock: trio.testing.MockClock
+) -> None:
+    """The commit that hands it to a worker comes ``SCHEDULE_LEAD_SECONDS`` early; the
+    handler starts at the task's time by the wall clock, never before, and that time is
+    its ``started_at``."""
+    due = wall_clock() + timedelta(seconds=10)
+    task = await pipeline.submit("hang", scheduled_at=due)
+
+    begun = EPOCH + timedelta(seconds=await starts.started())
+    held = await pipeline.settled(task.id, TaskStatus.RUNNING)
+
+    assert due <= begun < due + timedelta(milliseconds=1)
+    assert held.started_at == due
+    assert held.updated_at == due - timedelta(seconds=SCHEDULE_LEAD_SECONDS)
 
 
 # --- retries ---

@@ -20,6 +20,8 @@ from taskq.actors import scheduler
 from taskq.messages import PromoteDueTasks, SchedulerMessage, TaskScheduled, WriterCommand, answer
 
 EPOCH = datetime(2030, 1, 1)
+# How long before a due time the scheduler promotes (half a second: exact in floats).
+LEAD = 0.5
 # Mock time: a scheduler that never promotes fails at once, in real time.
 DEADLINE_SECONDS = 10 * 365 * 24 * 3600.0
 
@@ -55,27 +57,30 @@ class Harness:
 async def harness(nursery: trio.Nursery) -> AsyncIterator[Harness]:
     inbox_send, inbox = trio.open_memory_channel[SchedulerMessage](math.inf)
     writer_send, writer = trio.open_memory_channel[WriterCommand](math.inf)
-    nursery.start_soon(lambda: scheduler.run(inbox, writer_send, clock=wall_clock))
+    nursery.start_soon(
+        lambda: scheduler.run(inbox, writer_send, clock=wall_clock, lead_seconds=LEAD)
+    )
     yield Harness(inbox_send, writer)
     nursery.cancel_scope.cancel()
 
 
 async def test_promotes_at_start(harness: Harness, autojump_clock: trio.testing.MockClock) -> None:
     command = await harness.promote(None)
-    assert (trio.current_time(), command.now) == (0.0, EPOCH)
+    assert (trio.current_time(), command.due_by) == (0.0, at(LEAD))
 
 
-async def test_sleeps_until_the_earliest_due_time_and_not_earlier(
+async def test_wakes_its_lead_before_the_earliest_due_time_and_not_earlier(
     harness: Harness, autojump_clock: trio.testing.MockClock
 ) -> None:
+    """What is due by then is promoted ahead: its worker holds it until its time."""
     await harness.promote(at(30))
 
     command = await harness.promote(at(45))
-    assert trio.current_time() == 30.0
-    assert command.now >= at(30)
+    assert trio.current_time() == 30.0 - LEAD
+    assert command.due_by == at(30)
 
     await harness.promote(None)
-    assert trio.current_time() == 45.0
+    assert trio.current_time() == 45.0 - LEAD
 
 
 async def test_an_earlier_scheduled_task_wakes_it_earlier(
@@ -87,8 +92,8 @@ async def test_an_earlier_scheduled_task_wakes_it_earlier(
 
     command = await harness.promote(at(60))
 
-    assert trio.current_time() == 12.0
-    assert command.now >= at(12)
+    assert trio.current_time() == 12.0 - LEAD
+    assert command.due_by == at(12)
 
 
 async def test_a_later_scheduled_task_does_not_delay_the_earlier(
@@ -99,7 +104,7 @@ async def test_a_later_scheduled_task_does_not_delay_the_earlier(
 
     await harness.promote(None)
 
-    assert trio.current_time() == 20.0
+    assert trio.current_time() == 20.0 - LEAD
 
 
 async def test_a_scheduled_task_wakes_it_from_an_empty_wait(
@@ -111,8 +116,8 @@ async def test_a_scheduled_task_wakes_it_from_an_empty_wait(
 
     command = await harness.promote(None)
 
-    assert trio.current_time() == 130.0
-    assert command.now == at(130)
+    assert trio.current_time() == 130.0 - LEAD
+    assert command.due_by == at(130)
 
 
 async def test_with_nothing_due_it_waits_forever(

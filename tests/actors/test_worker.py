@@ -6,6 +6,7 @@ import dataclasses
 import json
 import math
 from collections.abc import Mapping
+from datetime import datetime, timedelta
 from typing import Any
 
 import outcome
@@ -38,7 +39,7 @@ from taskq.messages import (
     answer,
     request,
 )
-from taskq.models import NewTask, Priority, TaskStatus, Worker, WorkerStatus
+from taskq.models import NewTask, Priority, Task, TaskStatus, Worker, WorkerStatus
 from taskq.registry import Registry, TaskContext
 from taskq.runtimes import Runtimes
 from taskq.store import Store
@@ -116,7 +117,7 @@ class Harness:
         names = ("double", "hold", "gate", "stubborn", "plain", "boom", "unserialisable")
         for name in (*names, "blocking", "chatty"):
             registry.task(name)(getattr(self.handlers, name))
-        self.handlers_in = worker.Handlers(registry, runtimes)
+        self.handlers_in = worker.Handlers(registry, runtimes, clock=_wall_clock)
         self.nursery = nursery
         self.inbox, inbox = trio.open_memory_channel[WorkerMessage](math.inf)
         dispatcher_send, self.dispatcher = trio.open_memory_channel[DispatcherMessage](math.inf)
@@ -526,6 +527,48 @@ async def test_drain_drops_waiting_tasks_and_takes_no_more(started: Harness) -> 
     assert (await receive(started.finished)).task_id == 5
     await started.no_finish()
     assert started.handlers.contexts == []
+
+
+# --- a task promoted ahead of its time ---
+
+
+def _wall_clock() -> datetime:
+    """The wall clock as the mock clock moves it."""
+    return NOW + timedelta(seconds=trio.current_time())
+
+
+def _due_in(seconds: float, task_id: int, name: str) -> Task:
+    return dataclasses.replace(
+        running_task(task_id, WORKER, name=name),
+        scheduled_at=_wall_clock() + timedelta(seconds=seconds),
+    )
+
+
+async def test_a_task_handed_ahead_of_its_time_starts_at_that_instant_by_the_wall_clock(
+    started: Harness, autojump_clock: trio.testing.MockClock
+) -> None:
+    task = _due_in(3, 5, "hold")
+    assert task.scheduled_at is not None
+    started.inbox.send_nowait(RunTasks((task,)))
+
+    await wait(started.handlers.started)
+
+    assert task.scheduled_at <= _wall_clock() < task.scheduled_at + timedelta(milliseconds=1)
+
+
+async def test_a_stop_while_a_task_waits_for_its_time_ends_it_unrun(
+    started: Harness, autojump_clock: trio.testing.MockClock
+) -> None:
+    started.inbox.send_nowait(RunTasks((_due_in(3, 5, "hold"),)))
+    await trio.testing.wait_all_tasks_blocked()
+
+    started.inbox.send_nowait(StopTask(5))
+    await trio.sleep(10)
+
+    assert not started.handlers.started.is_set()
+    await started.no_finish()
+    started.run(6, "plain", {"a": 1})
+    assert (await receive(started.finished)).task_id == 6
 
 
 # --- heartbeat ---

@@ -225,3 +225,27 @@ def test_a_claim_across_creations_gives_each_task_its_own_times(store: Store) ->
         NOW + timedelta(minutes=1),
         NOW + timedelta(minutes=2),
     }
+
+
+def test_a_task_claimed_ahead_of_its_time_starts_at_its_scheduled_at(store: Store) -> None:
+    """The scheduler promotes a moment early and the worker holds the task until its
+    time, so that is when it starts; a task already due starts at the claim."""
+    ahead = NOW + timedelta(milliseconds=25)
+    with store.transaction() as tx:
+        news = [
+            NewTask("early", {}, scheduled_at=ahead),
+            NewTask("due", {}, scheduled_at=NOW),
+            NewTask("now", {}),
+        ]
+        early, due, unscheduled = tx.create_many(news, NOW - timedelta(seconds=2))
+        tx.promote_due(ahead, NOW)
+    with store.transaction() as tx:
+        claimed = tx.claim([1, 2, 3], NOW)
+        stored = [tx.get_task(task.id) for task in claimed]
+
+    assert claimed == stored
+    assert {task.id: task.started_at for task in claimed} == {
+        early.id: ahead,
+        due.id: NOW,
+        unscheduled.id: NOW,
+    }

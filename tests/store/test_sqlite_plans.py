@@ -114,7 +114,7 @@ def test_the_claim_above_a_priority_walks_ix_tasks_ready_too(queue: Store) -> No
 
 
 def test_promoting_due_tasks_and_finding_the_next_read_ix_tasks_due(queue: Store) -> None:
-    plans = plans_of(queue, lambda tx: tx.promote_due(NOW))
+    plans = plans_of(queue, lambda tx: tx.promote_due(NOW, NOW))
     assert len(plans) == 2
     for plan in plans.values():
         assert "INDEX ix_tasks_due (status=?" in plan, plan
@@ -158,7 +158,7 @@ def test_every_statement_of_the_working_set_names_its_status_in_the_sql(queue: S
     the statement at each execution; written out, it never has to."""
     operations: Iterator[Callable[[Tx], Any]] = iter(
         [
-            lambda tx: tx.promote_due(NOW),
+            lambda tx: tx.promote_due(NOW, NOW),
             lambda tx: tx.requeue_running(3, NOW),
             lambda tx: tx.reap_dead(60, NOW),
         ]
@@ -194,7 +194,7 @@ def test_a_page_of_pending_tasks_reads_ix_tasks_status_id_without_a_sort(
 def test_taking_and_finishing_many_look_each_task_up_by_its_id(queue: Store) -> None:
     with queue.engine.connect() as connection:
         statements = hot.statements_for(connection.dialect)
-    take = explain(queue, statements.take_values(2), ("t", "t", 1, 7, 2, 8))
+    take = explain(queue, statements.take_values(2), ("t", "t", "t", 1, 7, 2, 8))
     finish = explain(
         queue, statements.finish_values(2), ("t", "t", 1, 1, "completed", None, None) + (2,) * 5
     )

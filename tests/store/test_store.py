@@ -123,22 +123,23 @@ def test_claim_per_worker_on_a_short_queue_gives_one_each_first(store: Store) ->
 
 
 def test_promote_due_promotes_only_due_tasks_and_answers_the_next_due_time(store: Store) -> None:
+    """Due by a moment ahead of now (the scheduler's lead), stamped now."""
     due = create(store, scheduled_at=NOW + timedelta(minutes=1))
     next_up = create(store, scheduled_at=NOW + timedelta(minutes=5))
     create(store, scheduled_at=NOW + timedelta(minutes=9))
 
     with store.transaction() as tx:
-        promoted, next_due = tx.promote_due(NOW + timedelta(minutes=1))
+        promoted, next_due = tx.promote_due(NOW + timedelta(minutes=1), NOW)
 
     assert (promoted, next_due) == (1, next_up.scheduled_at)
-    assert get(store, due.id).status == TaskStatus.PENDING
+    assert (get(store, due.id).status, get(store, due.id).updated_at) == (TaskStatus.PENDING, NOW)
     assert get(store, next_up.id).status == TaskStatus.SCHEDULED
 
 
 def test_promote_due_with_nothing_scheduled_answers_none(store: Store) -> None:
     create(store)
     with store.transaction() as tx:
-        assert tx.promote_due(LATER) == (0, None)
+        assert tx.promote_due(LATER, NOW) == (0, None)
 
 
 # --- requeue_running ---

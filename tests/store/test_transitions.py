@@ -144,7 +144,7 @@ def test_store_finish(store: Store, status: TaskStatus) -> None:
 def test_store_promote(store: Store, status: TaskStatus) -> None:
     task = task_in(store, status)
     with store.transaction() as tx:
-        promoted, _ = tx.promote_due(LATER)
+        promoted, _ = tx.promote_due(LATER, LATER)
     assert promoted == (1 if status in EXPECTED[Action.PROMOTE] else 0)
     assert status_of(store, task.id) == (TaskStatus.PENDING if promoted else status)
 
