@@ -10,6 +10,8 @@ machine with PostgreSQL, so more processes also means less CPU for each.
 
     python bench/cluster.py                    # 1, 2, 3 processes; 5,000 tasks; 4 workers each
     python bench/cluster.py -n 20000 --workers 8 --nodes 1 3
+
+``make bench`` runs it as taskq's ``cluster`` scenario (``bench/systems/taskq.py``).
 """
 
 from __future__ import annotations
@@ -20,7 +22,7 @@ import secrets
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import ExitStack, contextmanager
 from datetime import UTC, datetime
 
@@ -137,6 +139,13 @@ def measure(db_url: str, nodes: int, count: int, workers: int) -> float:
         engine.dispose()
 
 
+def rates(server: str, nodes: Sequence[int], count: int, workers: int) -> dict[int, float]:
+    """tasks/s of each cluster size, in turn, on a database of this run's own."""
+    with database(server) as db_url:
+        Store.open(db_url).close()
+        return {n: measure(db_url, n, count, workers) for n in nodes}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("-n", "--tasks", type=int, default=5000)
@@ -144,13 +153,11 @@ def main() -> None:
     parser.add_argument("--nodes", type=int, nargs="+", default=[1, 2, 3])
     parser.add_argument("--server", default=SERVER, help="PostgreSQL server URL (no database)")
     args = parser.parse_args()
-    with database(args.server) as db_url:
-        Store.open(db_url).close()
-        rates = {n: measure(db_url, n, args.tasks, args.workers) for n in args.nodes}
-    base = rates[args.nodes[0]]
+    rates_of = rates(args.server, args.nodes, args.tasks, args.workers)
+    base = rates_of[args.nodes[0]]
     print(f"{args.tasks} taskq.echo tasks, {args.workers} workers per process")
     print(f"{'processes':>9}  {'tasks/s':>8}  {'ratio':>6}")
-    for n, rate in rates.items():
+    for n, rate in rates_of.items():
         print(f"{n:>9}  {rate:>8.0f}  {rate / base:>6.2f}")
 
 

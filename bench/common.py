@@ -43,6 +43,7 @@ FULL_N = {
     "http": 10_000,
     "scale": 1_000_000,
     "priority": 100_000,
+    "cluster": 20_000,
 }
 # Scheduled tasks are enqueued this far apart, so that each one's start shows the
 # scheduler's own delay rather than a backlog of tasks that all fell due together.

@@ -26,7 +26,7 @@ TEMPLATE = BENCH / "page_template.md"
 BASELINE = "taskq"
 PEERS = ("huey", "procrastinate", "rq", "celery")
 PEER_SCENARIOS = ("throughput", "latency", "punctuality")
-TASKQ_SCENARIOS = ("http", "scale", "priority")
+TASKQ_SCENARIOS = ("http", "scale", "priority", "cluster")
 NO_FIGURE = "n/a"
 TASKQ_COLOUR = "#1f6feb"
 PEER_COLOUR = "#8c959f"
@@ -211,11 +211,22 @@ def priority_table(document: Document) -> list[str]:
     return backend_table(document, f"priority (behind {document['n']:,} LOW)", rows)
 
 
+def cluster_table(document: Document) -> list[str]:
+    """A row per cluster size: tasks/s and the ratio to one process."""
+    outcome = document["systems"][BASELINE]
+    rows = [[f"cluster (n={document['n']:,})", "tasks/s", "vs one process"]]
+    for nodes in figure(outcome, "tasks_per_s") or {}:
+        label = f"{nodes} process{'es' if nodes != '1' else ''}"
+        rows.append([label, cell(outcome, "tasks_per_s", nodes), cell(outcome, "vs_one", nodes)])
+    return markdown(rows) + configurations(document)
+
+
 TABLES: dict[str, Callable[[Document], list[str]]] = {
     **dict.fromkeys(PEER_SCENARIOS, peer_table),
     "http": http_table,
     "scale": scale_table,
     "priority": priority_table,
+    "cluster": cluster_table,
 }
 
 
@@ -389,6 +400,14 @@ def targets(documents: dict[str, Document]) -> list[str]:
             "{:.2f}x",
             per("throughput", "taskq-postgresql", "procrastinate", "end_to_end_per_s"),
             lambda x: x >= 3,
+        )
+    )
+    rows.append(
+        _target(
+            "PostgreSQL throughput grows with a second node (2 processes / 1)",
+            "{:.2f}x",
+            got("cluster", BASELINE, "vs_one", "2"),
+            lambda x: x > 1,
         )
     )
     return markdown(rows)

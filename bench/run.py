@@ -12,7 +12,8 @@ or fails is shown as such, with the last line of its error output.
 Every system runs throughput, latency and punctuality; throughput also runs taskq over
 HTTP (single creates, then the batch endpoint) and on PostgreSQL. taskq alone runs http
 (create/get beside a bare Quart-Trio endpoint), scale (a deep queue, on SQLite and on
-PostgreSQL) and priority (CRITICAL behind a LOW backlog, on both).
+PostgreSQL), priority (CRITICAL behind a LOW backlog, on both) and cluster (1, 2 and 3
+processes on one PostgreSQL database).
 
     python bench/run.py                        # everything (what `make bench` runs)
     python bench/run.py --quick                # small n: a smoke run of the harness
@@ -57,6 +58,7 @@ QUICK_N = {
     "http": 500,
     "scale": 5_000,
     "priority": 2_000,
+    "cluster": 2_000,
 }
 # On this kind of machine (two shared cores) one pair of throughput runs of taskq and
 # Huey, the pair behind the 5x target, gave ratios from 2.7 to 6.4 within an hour. So
@@ -222,7 +224,7 @@ def runs(scenario: str, systems: list[str], sizes: dict[str, int]) -> list[Run]:
         return found
     if BASELINE not in systems:
         return []
-    if scenario == "http":
+    if scenario in ("http", "cluster"):
         return [Run(BASELINE, BASELINE, scenario, sizes[scenario])]
     return [
         Run("sqlite", BASELINE, scenario, sizes[scenario]),

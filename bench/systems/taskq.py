@@ -30,6 +30,8 @@ far below the server's cost, so the client is not the bottleneck):
   ``GET /api/tasks/?status=pending&limit=100`` latency and the server's RSS at depth.
 * ``priority``: CRITICAL tasks submitted one at a time behind 100,000 queued LOW ones;
   POST -> the handler's own start (``bench/taskq_marks.py`` stamps it).
+* ``cluster``: N queued tasks drained by 1, 2 and 3 ``python -m taskq`` processes on
+  one PostgreSQL database (``bench/cluster.py``): tasks/s and the ratio to one process.
 """
 
 from __future__ import annotations
@@ -63,6 +65,7 @@ import trio  # noqa: E402
 from sqlalchemy import create_engine, func, insert, select, text  # noqa: E402
 from sqlalchemy.engine import make_url  # noqa: E402
 
+from bench import cluster as cluster_bench  # noqa: E402
 from bench.common import (  # noqa: E402
     FULL_N,
     LATENCY_PAUSE_SECONDS,
@@ -94,6 +97,9 @@ PRIORITY_SPACING_SECONDS = 0.05
 MARK_POLL_SECONDS = 0.001
 MARKS_FILE_ENV = "BENCH_MARKS_FILE"
 CRITICAL = int(Priority.CRITICAL)
+# The cluster scenario: these process counts, each with this many workers.
+CLUSTER_NODES = (1, 2, 3)
+CLUSTER_WORKERS = 8
 
 Json = dict[str, Any]
 
@@ -785,6 +791,21 @@ async def serve_bare(_args: argparse.Namespace) -> Json:
     return {}
 
 
+async def cluster(args: argparse.Namespace) -> Json:
+    rates = await trio.to_thread.run_sync(
+        cluster_bench.rates, cluster_bench.SERVER, CLUSTER_NODES, args.n, CLUSTER_WORKERS
+    )
+    one = rates[CLUSTER_NODES[0]]
+    return {
+        "tasks_per_s": {str(nodes): round(rate) for nodes, rate in rates.items()},
+        "vs_one": {str(nodes): round(rate / one, 2) for nodes, rate in rates.items()},
+        "n": args.n,
+        "config": f"{', '.join(map(str, CLUSTER_NODES))} x python -m taskq --workers 0 on one "
+        f"PostgreSQL database, then {CLUSTER_WORKERS} workers each over HTTP; {args.n:,} "
+        "queued taskq.echo tasks, from the workers' creation to the last completion",
+    }
+
+
 SCENARIOS: dict[str, Callable[[argparse.Namespace], Awaitable[Json]]] = {
     "throughput": throughput,
     "latency": latency,
@@ -794,6 +815,7 @@ SCENARIOS: dict[str, Callable[[argparse.Namespace], Awaitable[Json]]] = {
     "http": http,
     "scale": scale,
     "priority": priority,
+    "cluster": cluster,
     "serve_bare": serve_bare,
 }
 

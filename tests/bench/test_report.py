@@ -56,3 +56,28 @@ def test_a_column_run_once_says_nothing_of_rounds() -> None:
 
     assert once["result"]["end_to_end_per_s"] == 900.0
     assert report.rounds_said(once) == ""
+
+
+def test_the_cluster_table_and_target_read_the_ratio_of_two_processes_to_one() -> None:
+    cluster = {
+        "scenario": "cluster",
+        "n": 100,
+        "systems": {
+            "taskq": {
+                "status": "ok",
+                "result": {
+                    "tasks_per_s": {"1": 1000, "2": 1700},
+                    "vs_one": {"1": 1.0, "2": 1.7},
+                    "config": "two sizes",
+                },
+            }
+        },
+    }
+
+    table = "\n".join(report.cluster_table(cluster))
+    targets = "\n".join(report.targets({"cluster": cluster}))
+
+    assert "| 2 processes | 1,700 | 1.70 |" in table
+    assert "| PostgreSQL throughput grows with a second node (2 processes / 1) | 1.70x | yes |" in (
+        targets
+    )
