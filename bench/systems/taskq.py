@@ -10,7 +10,8 @@ Python-API scenarios run the whole system in this process (no HTTP):
   first enqueue to the last ``completed_at``, read from the database once drained.
 * ``latency``: N tasks one after another on an idle system, each after the peers'
   pause (``bench.common.LATENCY_PAUSE_SECONDS``); enqueue (just before ``submit``)
-  -> the handler's first line.
+  -> the handler's first line. On SQLite, in turns with those tasks, the disk's own
+  floor (``CommitFloor``): one row committed by SQLite alone after the same pause.
 * ``punctuality``: N tasks, each scheduled ``--lead`` s ahead, submitted 10 ms
   apart; the handler's first line (wall clock) - ``scheduled_at``.
 
@@ -51,6 +52,7 @@ import json  # noqa: E402
 import os  # noqa: E402
 import re  # noqa: E402
 import secrets  # noqa: E402
+import sqlite3  # noqa: E402
 import statistics  # noqa: E402
 import subprocess  # noqa: E402
 import tempfile  # noqa: E402
@@ -294,10 +296,49 @@ async def throughput(args: argparse.Namespace) -> Json:
         return await with_system(url, args.workers, Registry(), functools.partial(body, url))
 
 
+class CommitFloor:
+    """The disk's floor under any durable dispatch: SQLite alone committing one row,
+    in WAL mode with ``synchronous=FULL`` as taskq's database is, after the same pause.
+
+    Taken in turns with taskq's tasks, so that both meet the disk in the same state:
+    what taskq's latency holds beyond it is taskq's own.
+    """
+
+    def __init__(self, path: Path) -> None:
+        self.connection = sqlite3.connect(path, isolation_level=None)
+        self.connection.execute("PRAGMA journal_mode=WAL")
+        self.connection.execute("PRAGMA synchronous=FULL")
+        self.connection.execute("CREATE TABLE rows (id INTEGER PRIMARY KEY, payload TEXT)")
+        self.times_ms: list[float] = []
+
+    @classmethod
+    def beside(cls, url: str) -> CommitFloor | None:
+        """A floor on the disk of the SQLite database ``url``; None on PostgreSQL."""
+        location = make_url(url)
+        if location.get_backend_name() != "sqlite" or not location.database:
+            return None
+        return cls(Path(location.database).with_name("floor.db"))
+
+    def commit_one(self) -> None:
+        """``BEGIN IMMEDIATE``, one ``INSERT``, ``COMMIT`` (its fsync), timed whole."""
+        began = time.perf_counter()
+        self.connection.execute("BEGIN IMMEDIATE")
+        self.connection.execute("INSERT INTO rows (payload) VALUES (?)", ('{"n": 0}',))
+        self.connection.execute("COMMIT")
+        self.times_ms.append((time.perf_counter() - began) * 1000)
+
+    def summary(self) -> Json:
+        return {
+            **summary_ms(self.times_ms),
+            "config": "SQLite alone (WAL, synchronous=FULL): BEGIN IMMEDIATE, one INSERT, "
+            "COMMIT, after the same pause, in turns with taskq's tasks",
+        }
+
+
 async def latency(args: argparse.Namespace) -> Json:
     marks = Marks()
 
-    async def body(queue: Any) -> Json:
+    async def body(floor: CommitFloor | None, queue: Any) -> Json:
         await marks.warm_up(queue)
         delays: list[float] = []
         for number in range(args.n):
@@ -308,15 +349,25 @@ async def latency(args: argparse.Namespace) -> Json:
             await queue.submit("bench.mark", {"n": number})
             began, _ = await marks.wait_for(number)
             delays.append((began - started) * 1000)
+            if floor is not None:
+                await trio.sleep(LATENCY_PAUSE_SECONDS)
+                floor.commit_one()
         return {
             **summary_ms(delays),
             "n": args.n,
             "config": f"in-process Python API, {args.workers} workers, submit -> handler "
             f"start, one task at a time, {backend(args.db)}",
+            **({} if floor is None else {"commit_floor": floor.summary()}),
         }
 
     with fresh_database(args.db) as url:
-        return await with_system(url, args.workers, marks.registry(), body)
+        floor = CommitFloor.beside(url)
+        try:
+            measured = functools.partial(body, floor)
+            return await with_system(url, args.workers, marks.registry(), measured)
+        finally:
+            if floor is not None:
+                floor.connection.close()
 
 
 async def punctuality(args: argparse.Namespace) -> Json:

@@ -81,3 +81,35 @@ def test_the_cluster_table_and_target_read_the_ratio_of_two_processes_to_one() -
     assert "| PostgreSQL throughput grows with a second node (2 processes / 1) | 1.70x | yes |" in (
         targets
     )
+
+
+def _latency(**extra: object) -> dict[str, object]:
+    result = {"p50_ms": 2.5, "p99_ms": 4.25, "n": 10, "config": "in-process", **extra}
+    return {
+        "scenario": "latency",
+        "n": 10,
+        "systems": {"taskq": {"status": "ok", "result": result, "error": ""}},
+    }
+
+
+def test_the_latency_table_and_target_show_the_disks_own_commit_beside_taskq() -> None:
+    floor = {"p50_ms": 1.1, "p99_ms": 1.625, "config": "SQLite alone"}
+    latency = _latency(commit_floor=floor)
+
+    table = "\n".join(report.latency_table(latency))
+    targets = "\n".join(report.targets({"latency": latency}))
+
+    assert "- the disk's floor: SQLite alone: p50 1.10 ms, p99 1.62 ms" in table
+    assert (
+        "| dispatch latency p99 <= 2 ms (idle, durable) | 4.25 ms"
+        " (SQLite's commit alone: 1.62 ms) | **no** |"
+    ) in targets
+
+
+def test_a_latency_run_without_the_floor_says_nothing_of_it() -> None:
+    latency = _latency()
+
+    assert "floor" not in "\n".join(report.latency_table(latency))
+    assert "| dispatch latency p99 <= 2 ms (idle, durable) | 4.25 ms | **no** |" in "\n".join(
+        report.targets({"latency": latency})
+    )
