@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from datetime import datetime
 
 import pytest
 from sqlalchemy import Connection, insert, text
 
+from taskq.models import Task
 from taskq.store import Store, hot
 from taskq.store.schema import tasks
 
@@ -14,6 +16,7 @@ pytestmark = pytest.mark.postgresql_only
 
 NOW = datetime(2030, 1, 1, 12, 0, 0)
 QUEUED = 20_000
+WORKERS, PER_WORKER = list(range(1, 33)), 8
 
 
 def queue(store: Store) -> None:
@@ -57,25 +60,37 @@ def test_the_claim_walks_ix_tasks_ready_under_skip_locked(store: Store) -> None:
     assert "Seq Scan" not in plan, plan
 
 
+def claimed_and_planned(
+    store: Store, planned: Callable[[Connection, list[Task]], str]
+) -> tuple[list[Task], str]:
+    """Queue, claim for 32 workers 8 tasks each, and plan a statement in the claim's own
+    transaction, as the claim leaves it."""
+    queue(store)
+    with store.transaction() as tx:
+        claimed = tx.claim(WORKERS, NOW, PER_WORKER)
+        return claimed, planned(tx.connection, claimed)
+
+
 def test_the_claim_walks_ix_tasks_ready_before_the_table_has_statistics(store: Store) -> None:
     """A queue filled since the last ANALYZE: the planner, expecting a few pending rows,
     would rather read them all and sort them (100 ms at a depth of 100,000)."""
     with store.engine.begin() as connection:
         # No statistics of the table at all (another test may have left some).
         connection.execute(text("DELETE FROM pg_statistic WHERE starelid = 'tasks'::regclass"))
-    queue(store)
-    workers, per_worker = list(range(1, 33)), 8
-    with store.transaction() as tx:
-        claimed = tx.claim(workers, NOW, per_worker)
-        # The claim's own transaction, as the claim leaves it.
-        plan = explain_claim(tx.connection, len(workers) * per_worker)
-    assert [task.priority for task in claimed] == [4] * len(workers) * per_worker
+
+    claimed, plan = claimed_and_planned(
+        store, lambda connection, _: explain_claim(connection, len(WORKERS) * PER_WORKER)
+    )
+
+    assert [task.priority for task in claimed] == [4] * len(WORKERS) * PER_WORKER
     assert "Index Scan using ix_tasks_ready" in plan, plan
     assert "Sort" not in plan, plan
 
 
-def explain_take(connection: Connection, ids: list[int], workers: list[int]) -> str:
+def explain_take(connection: Connection, claimed: list[Task]) -> str:
     take_sql = hot.statements_for(connection.dialect).take_arrays
+    ids = [task.id for task in claimed]
+    workers = [task.worker_id for task in claimed]
     explained = connection.exec_driver_sql(f"EXPLAIN {take_sql}", (NOW, NOW, NOW, ids, workers))
     return "\n".join(row[0] for row in explained)
 
@@ -88,14 +103,9 @@ def test_the_take_looks_each_task_up_by_its_key_when_statistics_predate_the_queu
     of 100,000, against 6 for the whole take)."""
     with store.engine.begin() as connection:
         connection.execute(text("ANALYZE tasks"))
-    queue(store)
-    workers, per_worker = list(range(1, 33)), 8
-    with store.transaction() as tx:
-        claimed = tx.claim(workers, NOW, per_worker)
-        # The claim's own transaction, as the claim leaves it.
-        plan = explain_take(
-            tx.connection, [task.id for task in claimed], [task.worker_id or 0 for task in claimed]
-        )
-    assert len(claimed) == len(workers) * per_worker
+
+    claimed, plan = claimed_and_planned(store, explain_take)
+
+    assert len(claimed) == len(WORKERS) * PER_WORKER
     assert "Index Scan using tasks_pkey" in plan, plan
     assert "Seq Scan" not in plan, plan
