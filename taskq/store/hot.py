@@ -6,10 +6,8 @@ database's own work and made the writer's thread the bottleneck. Here the SQL is
 text written once per dialect and run on the DBAPI cursor, many rows to a
 statement, while values still go through the columns' own SQLAlchemy type
 processors, so what is stored is exactly what the rest of the store reads and
-writes. The SQL is standard but for the placeholder style, PostgreSQL's
-``FOR UPDATE SKIP LOCKED`` and how one statement takes many rows (SQLite's
-``VALUES``, PostgreSQL's ``unnest`` of arrays); SQLite also writes outcomes with
-one statement where PostgreSQL runs an ``executemany`` (``HotStatements.one_step``).
+writes. The SQL is standard but for the placeholder style, PostgreSQL's ``FOR
+UPDATE SKIP LOCKED`` and how rows join a statement (``HotStatements.one_step``).
 """
 
 from __future__ import annotations
@@ -70,10 +68,9 @@ class HotStatements:
         # (and around each column it reads), so while the event loop's thread is busy
         # each can wait for it. There the claim's take and the outcomes are one
         # ``UPDATE ... FROM (VALUES ...)`` and an insert's ids are counted back from
-        # the last one instead of returned (``create_many``). On PostgreSQL psycopg
-        # sends an executemany's rows in one pipeline, but the server still runs the
-        # statement once per row: the claim's take is one ``UPDATE ... FROM unnest``
-        # of an array of ids and one of worker ids (256 rows: 6 ms instead of 12).
+        # the last one instead of returned (``create_many``). On PostgreSQL the server
+        # runs an executemany's statement once per row, pipelined or not: the take is
+        # one ``UPDATE ... FROM unnest`` of arrays (256 rows: 6 ms instead of 12).
         self.one_step = dialect.name == "sqlite"
         # A payload as the column's own conversion writes it: on SQLite (without an
         # engine-wide serializer) that is ``json.dumps``, which builds a new C encoder
@@ -89,13 +86,9 @@ class HotStatements:
         # scan and sorts them: 100 ms at a depth of 100,000 instead of 0.2 ms. With
         # sorting off for the claim's transaction the only plan left is the walk down
         # ``ix_tasks_ready``, which is also the plan it picks with statistics. Claims
-        # run last in a batch, and nothing else in it sorts.
-        #
-        # The take joins its arrays to the table by id. A join of two hundred ids to a
-        # table its statistics say is small (they were taken before the queue filled)
-        # was planned as a hash of the whole table: 66 ms at a depth of 100,000. With
-        # hash and merge joins off too, the plan is the one it picks with statistics:
-        # each id looked up through the primary key.
+        # run last in a batch, and nothing else in it sorts. Hash and merge joins go
+        # off too: on such statistics the take's join of two hundred ids was a hash of
+        # the whole table (66 ms at a depth of 100,000), not a primary-key lookup each.
         self.steer_claim = (
             "SELECT set_config('enable_sort', 'off', true),"
             " set_config('enable_hashjoin', 'off', true),"
@@ -112,12 +105,13 @@ class HotStatements:
         self.ready_above = f"{ready} AND priority > {mark}{in_claim_order}"
         # PostgreSQL's take: the stamp for started_at (twice, ``_STARTED``) and
         # updated_at, then the array of ids and the array of their worker ids.
+        ids = f"CAST({mark} AS {tasks.c.id.type.compile(dialect=dialect)}[])"
         self.take_arrays = (
             f"UPDATE tasks SET status = '{TaskStatus.RUNNING}', attempt = attempt + 1,"
             " attempts = attempts + 1, worker_id = v.worker_id,"
             f" started_at = {_STARTED.format(mark=mark)}, completed_at = NULL,"
-            f" updated_at = {mark} FROM unnest(CAST({mark} AS BIGINT[]),"
-            f" CAST({mark} AS BIGINT[])) AS v(id, worker_id) WHERE tasks.id = v.id"
+            f" updated_at = {mark} FROM unnest({ids}, {ids}) AS v(id, worker_id)"
+            " WHERE tasks.id = v.id"
         )
         self.finish = (
             f"UPDATE tasks SET status = {mark}, result = {mark}, error = {mark},"

@@ -37,10 +37,13 @@ def queue(store: Store) -> None:
         connection.execute(insert(tasks), rows)
 
 
-def explain_claim(connection: Connection, limit: int) -> str:
-    claim_sql = hot.statements_for(connection.dialect).ready
-    explained = connection.exec_driver_sql(f"EXPLAIN {claim_sql}", (limit,))
+def explain(connection: Connection, sql: str, params: tuple[object, ...]) -> str:
+    explained = connection.exec_driver_sql(f"EXPLAIN {sql}", params)
     return "\n".join(row[0] for row in explained)
+
+
+def explain_claim(connection: Connection, limit: int) -> str:
+    return explain(connection, hot.statements_for(connection.dialect).ready, (limit,))
 
 
 def test_the_claim_walks_ix_tasks_ready_under_skip_locked(store: Store) -> None:
@@ -88,11 +91,10 @@ def test_the_claim_walks_ix_tasks_ready_before_the_table_has_statistics(store: S
 
 
 def explain_take(connection: Connection, claimed: list[Task]) -> str:
-    take_sql = hot.statements_for(connection.dialect).take_arrays
     ids = [task.id for task in claimed]
     workers = [task.worker_id for task in claimed]
-    explained = connection.exec_driver_sql(f"EXPLAIN {take_sql}", (NOW, NOW, NOW, ids, workers))
-    return "\n".join(row[0] for row in explained)
+    take_sql = hot.statements_for(connection.dialect).take_arrays
+    return explain(connection, take_sql, (NOW, NOW, NOW, ids, workers))
 
 
 def test_the_take_looks_each_task_up_by_its_key_when_statistics_predate_the_queue(
