@@ -29,15 +29,30 @@ def _or_unknown(look_up: Callable[[], str]) -> str:
 
 
 def _cpu_model() -> str:
-    """The model name, and whether the kernel runs under a hypervisor (a virtual machine)."""
+    return cpu_model(Path("/proc/cpuinfo").read_text())
+
+
+def cpu_model(cpuinfo: str) -> str:
+    """The model name, its family and model numbers, and whether the kernel runs under a
+    hypervisor (a virtual machine).
+
+    A hypervisor may show only the maker's brand ("AMD EPYC"), the same for processors
+    of several generations and far apart in speed; the family and model numbers tell
+    them apart.
+    """
     fields = {}
-    for line in Path("/proc/cpuinfo").read_text().splitlines():
+    for line in cpuinfo.splitlines():
         name, _, value = line.partition(":")
         fields.setdefault(name.strip(), value.strip())
     model = fields.get("model name", UNKNOWN)
+    details = [
+        f"{label} {fields[key]}"
+        for key, label in (("cpu family", "family"), ("model", "model"))
+        if key in fields
+    ]
     if "hypervisor" in fields.get("flags", "").split():
-        model += " (virtual machine)"
-    return model
+        details.append("virtual machine")
+    return f"{model} ({', '.join(details)})" if details else model
 
 
 def _memory_gb() -> float:
