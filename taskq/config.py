@@ -81,6 +81,15 @@ READER_INBOX_SIZE = 4096
 # wait this long to get it back from the busy event loop; Python's 5 ms made
 # each batch of creates take several of them.
 GIL_SWITCH_INTERVAL_SECONDS = 0.0005
+# How long (seconds) a busy event loop lets go of the GIL, once a scheduler round,
+# once the writer's or the reader's thread has had a call out for
+# GIL_HAND_OFF_AFTER_SECONDS (``threads.GilHandOff``). With the loop kept busy by 32
+# workers, a submit's slowest commit fell from seconds to under 10 ms
+# (``bench/busy_loop_commits.py``); a lower threshold cuts the median too (about 3 ms
+# at 1 ms against 7 ms at 5 ms) but hands off dozens of times in every 10,000-task
+# throughput run, where 5 ms does it a few times.
+GIL_HAND_OFF_SECONDS = 0.00002
+GIL_HAND_OFF_AFTER_SECONDS = 0.005
 
 # A task's own retry budget and time limit are bounded so that a typo cannot
 # keep a task retrying for ever; the defaults are the system options below.

@@ -29,9 +29,12 @@ import trio
 from hypercorn.config import Config
 from hypercorn.trio import serve
 
+from taskq import threads
 from taskq.actors import dispatcher, hub, listener, reader, reaper, scheduler, worker, writer
 from taskq.api.app import create_app
 from taskq.config import (
+    GIL_HAND_OFF_AFTER_SECONDS,
+    GIL_HAND_OFF_SECONDS,
     GIL_SWITCH_INTERVAL_SECONDS,
     READER_INBOX_SIZE,
     WRITER_INBOX_SIZE,
@@ -129,6 +132,8 @@ async def run(
     stopping = trio.Event()
     monitor = Monitor(Metrics(), Liveness(), channels.hub)
     supervised = functools.partial(supervise, policy=policy, liveness=monitor.liveness)
+    hand_off = threads.GilHandOff(GIL_HAND_OFF_SECONDS, GIL_HAND_OFF_AFTER_SECONDS)
+    trio.lowlevel.add_instrument(hand_off)
     try:
         async with trio.open_nursery() as core:
             events = functools.partial(hub.run, channels.hub_inbox, hub.HubState(), monitor.metrics)
@@ -189,6 +194,7 @@ async def run(
             await channels.reader.aclose()
             await channels.hub.aclose()
     finally:
+        trio.lowlevel.remove_instrument(hand_off)
         gc.unfreeze()
         store.close()
 
