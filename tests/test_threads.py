@@ -120,7 +120,7 @@ async def test_a_busy_loop_hands_the_gil_off_once_a_call_has_been_out_long_enoug
 
         clock.now = out + 0.004
         hand_off.before_io_wait(0)
-        clock.now = out + 0.005
+        clock.now = out + 0.006
         hand_off.before_io_wait(0)
         hand_off.before_io_wait(0.5)
         release.set()
