@@ -37,11 +37,17 @@ STEP_LOOPS = 300
 SUBMIT_GAP_SECONDS = 0.01
 
 
-def busy_registry() -> Registry:
+def busy_registry(all_busy: trio.Event) -> Registry:
+    """``bench.busy`` sets ``all_busy`` once every worker runs one."""
     registry = Registry()
+    started = 0
 
     @registry.task("bench.busy")
     async def busy(payload: Mapping[str, Any]) -> None:
+        nonlocal started
+        started += 1
+        if started == WORKERS:
+            all_busy.set()
         ends = time.perf_counter() + float(payload["seconds"])
         while time.perf_counter() < ends:
             sum(range(STEP_LOOPS))
@@ -64,16 +70,18 @@ async def measure(count: int) -> dict[str, list[float]]:
     with tempfile.TemporaryDirectory() as folder:
         url = f"sqlite:///{Path(folder) / 'bench.db'}"
         settings = Settings(db_url=url, workers=WORKERS, port=0, log_level="WARNING")
+        all_busy = trio.Event()
+        registry = busy_registry(all_busy)
         async with trio.open_nursery() as nursery:
             running: system.Running = await nursery.start(
-                functools.partial(system.run, settings, busy_registry(), serve_http=False)
+                functools.partial(system.run, settings, registry, serve_http=False)
             )
             try:
                 idle = await submit_times_ms(running.queue, count)
                 seconds = count * SUBMIT_GAP_SECONDS * 4 + 2
                 for _ in range(WORKERS):
                     await running.queue.submit("bench.busy", {"seconds": seconds})
-                await trio.sleep(0.5)
+                await all_busy.wait()
                 busy = await submit_times_ms(running.queue, count)
             finally:
                 running.stop()

@@ -84,7 +84,7 @@ GIL_SWITCH_INTERVAL_SECONDS = 0.0005
 # How long (seconds) a busy event loop lets go of the GIL, once a scheduler round,
 # once the writer's or the reader's thread has had a call out for
 # GIL_HAND_OFF_AFTER_SECONDS (``threads.GilHandOff``). With the loop kept busy by 32
-# workers, a submit's slowest commit fell from seconds to under 10 ms
+# workers, a submit's slowest commit fell from 0.5-3.9 s to 9-18 ms in two runs
 # (``bench/busy_loop_commits.py``); a lower threshold cuts the median too (about 3 ms
 # at 1 ms against 7 ms at 5 ms) but hands off dozens of times in every 10,000-task
 # throughput run, where 5 ms does it a few times.
